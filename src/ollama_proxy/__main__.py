@@ -1,0 +1,3 @@
+from ollama_proxy.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The HTTP face of the proxy (aiohttp server) and its upstream client."""
