@@ -1,0 +1,157 @@
+"""The backend pool: each configured server with its pooled upstream and what we know of it
+now (reachable, models, loaded models and their context), refreshed on timers and after
+responses.
+
+The routing decision itself is pure and lives in `core.routing`; this module only gathers the
+facts it decides from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from ollama_proxy.adapters.http.upstream import Upstream
+from ollama_proxy.adapters.tasks import cancel_all, spawn
+from ollama_proxy.config.schema import BackendConfig, RouterConfig
+from ollama_proxy.core.ollama_api import canonical_model
+from ollama_proxy.errors import OllamaProxyError
+
+log = logging.getLogger("ollama_proxy.backends")
+
+CONTROL_TIMEOUT_S = 5.0
+
+
+class Backend:
+    """One configured server and the live facts about it."""
+
+    def __init__(self, config: BackendConfig, router: RouterConfig) -> None:
+        self.config = config
+        self.id = config.id
+        self.upstream = Upstream(config.id, config.endpoint, connect_timeout_s=router.connect_timeout_s,
+                                 api_key=config.api_key)
+        self.reachable: bool | None = None  # None until the first health check answered
+        self.last_error: str | None = None
+        self.version: str | None = None
+        self.models: set[str] | None = None  # canonical names; None until discovered
+        self.tags: list[dict[str, Any]] = []  # /api/tags entries as the backend reported them
+        self.loaded: dict[str, int] = {}  # canonical model -> context_length from /api/ps
+        self.ps: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.checked_at = 0.0
+
+    @property
+    def is_ollama(self) -> bool:
+        return self.config.type == "ollama"
+
+    def has_model(self, model: str) -> bool | None:
+        """True/False once the model list is known; None while it is not."""
+        if self.models is None:
+            return None
+        return canonical_model(model) in self.models
+
+    def loaded_context(self, model: str) -> int | None:
+        return self.loaded.get(canonical_model(model))
+
+    async def check_health(self) -> bool:
+        path = "/api/version" if self.is_ollama else "/v1/models"
+        try:
+            answer = await self.upstream.get_json(path, timeout_s=CONTROL_TIMEOUT_S)
+        except OllamaProxyError as exc:
+            if self.reachable is not False:
+                log.warning("backend %s unreachable: %s", self.id, exc)
+            self.reachable, self.last_error = False, str(exc)
+            return False
+        if self.reachable is not True:
+            log.info("backend %s reachable at %s", self.id, self.config.endpoint)
+        self.reachable, self.last_error = True, None
+        if self.is_ollama and isinstance(answer, dict):
+            self.version = str(answer.get("version", ""))
+        self.checked_at = time.monotonic()
+        return True
+
+    async def refresh_models(self) -> None:
+        """Model list and residency: /api/tags and /api/ps (OpenAI-type: /v1/models)."""
+        try:
+            if self.is_ollama:
+                tags, ps = await asyncio.gather(
+                    self.upstream.get_json("/api/tags", timeout_s=CONTROL_TIMEOUT_S),
+                    self.upstream.get_json("/api/ps", timeout_s=CONTROL_TIMEOUT_S))
+                self.tags = list(tags.get("models") or [])
+                self.apply_ps(ps)
+            else:
+                listing = await self.upstream.get_json("/v1/models", timeout_s=CONTROL_TIMEOUT_S)
+                self.tags = [{"name": m.get("id"), "model": m.get("id")} for m in listing.get("data") or []]
+        except (OllamaProxyError, AttributeError, TypeError) as exc:
+            log.debug("model discovery on %s failed: %s", self.id, exc)
+            return
+        self.models = {canonical_model(str(t.get("name") or t.get("model"))) for t in self.tags
+                       if t.get("name") or t.get("model")}
+
+    async def refresh_loaded(self) -> None:
+        if not self.is_ollama:
+            return
+        try:
+            self.apply_ps(await self.upstream.get_json("/api/ps", timeout_s=CONTROL_TIMEOUT_S))
+        except OllamaProxyError as exc:
+            log.debug("refreshing /api/ps on %s failed: %s", self.id, exc)
+
+    def apply_ps(self, ps: Any) -> None:
+        self.ps = list(ps.get("models") or []) if isinstance(ps, dict) else []
+        self.loaded = {canonical_model(str(m.get("model") or m.get("name"))): int(m.get("context_length") or 0)
+                       for m in self.ps if m.get("model") or m.get("name")}
+
+    def status(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "id": self.id, "name": c.name or self.id, "type": c.type, "hardware": c.hardware.value,
+            "endpoint": c.endpoint, "enabled": c.enabled, "reachable": self.reachable,
+            "last_error": self.last_error, "version": self.version,
+            "models": sorted(self.models) if self.models is not None else None,
+            "loaded": [{"model": m, "context_length": ctx} for m, ctx in sorted(self.loaded.items())],
+            "in_flight": self.in_flight,
+            "characteristics": c.characteristics.model_dump(),
+        }
+
+
+class BackendPool:
+    """All backends, keyed by id, with the timers that keep their facts fresh."""
+
+    def __init__(self, backends: tuple[BackendConfig, ...], router: RouterConfig) -> None:
+        self.router = router
+        self.backends: dict[str, Backend] = {b.id: Backend(b, router) for b in backends}
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.backends.values())
+
+    def get(self, backend_id: str) -> Backend | None:
+        return self.backends.get(backend_id)
+
+    async def start(self) -> None:
+        for backend in self:
+            await backend.upstream.start()
+        await asyncio.gather(*(self._refresh(b) for b in self))
+        self._tasks = [spawn(self._keep_fresh(b), name=f"backend-{b.id}") for b in self]
+
+    async def close(self) -> None:
+        await cancel_all(self._tasks)
+        for backend in self:
+            await backend.upstream.close()
+
+    async def _refresh(self, backend: Backend) -> None:
+        if await backend.check_health():
+            await backend.refresh_models()
+
+    async def _keep_fresh(self, backend: Backend) -> None:
+        interval = self.router.health_interval_s
+        discovery_every = max(1, round(self.router.discovery_interval_s / interval))
+        tick = 0
+        while True:
+            await asyncio.sleep(interval)
+            tick += 1
+            was_reachable = backend.reachable
+            if await backend.check_health() and (not was_reachable or tick % discovery_every == 0):
+                await backend.refresh_models()

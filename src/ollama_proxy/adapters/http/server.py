@@ -1,0 +1,118 @@
+"""The aiohttp application: routes, authentication, CORS, and the proxy's own endpoints.
+
+Built by `ollama_proxy.app` (the composition root), which hands in the objects it wired.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ollama_proxy import __version__
+from ollama_proxy.adapters.backends import BackendPool
+from ollama_proxy.adapters.http.errors import error_response
+from ollama_proxy.adapters.http.proxy import ProxyHandler
+from ollama_proxy.config.schema import Config
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_PUBLIC_PATHS = frozenset({"/health", "/", "/metrics"})
+_CORS_HEADERS = "Authorization, Content-Type, User-Agent, Accept, X-Requested-With, OpenAI-Beta, X-Request-ID, " \
+                "X-Target-Backend, X-Priority, X-Latency-Critical, X-Power-Efficient, X-Max-Latency-Ms, " \
+                "X-Max-Power-Watts, X-Media-Type, X-API-Key, x-stainless-*"
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+class AdminEndpoints:
+    """The proxy's own views: health now; backends, efficiency and thermal as they arrive."""
+
+    def __init__(self, config: Config, pool: BackendPool) -> None:
+        self.config = config
+        self.pool = pool
+
+    async def health(self, request: web.Request) -> web.Response:
+        backends = {b.id: {"reachable": b.reachable, "endpoint": b.config.endpoint, "type": b.config.type,
+                           "error": b.last_error} for b in self.pool}
+        ok = any(b["reachable"] for b in backends.values())
+        return json_response({
+            "status": "ok" if ok else "degraded",
+            "version": __version__,
+            "backends": backends,
+            "context": {"sizes": list(self.config.context.sizes),
+                        "default_route": self.config.context.default_route.value},
+        }, status=200)
+
+
+def build_http_app(config: Config, pool: BackendPool) -> web.Application:
+    proxy = ProxyHandler(config, pool)
+    admin = AdminEndpoints(config, pool)
+    middlewares = []
+    if config.server.api_keys:
+        middlewares.append(_require_api_key(config.server.api_keys))
+    cors = _Cors(config.server.cors_origins) if config.server.cors_origins else None
+    if cors is not None:
+        middlewares.append(cors.middleware)
+    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=middlewares)
+    if cors is not None:
+        app.on_response_prepare.append(cors.on_prepare)
+    app.router.add_get("/health", admin.health)
+    app.router.add_route("*", "/{tail:.*}", proxy)
+    return app
+
+
+def _require_api_key(keys: tuple[str, ...]) -> Callable[..., Awaitable[web.StreamResponse]]:
+    encoded = [k.encode() for k in keys]
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in _PUBLIC_PATHS or request.method == "OPTIONS":
+            return await handler(request)
+        given = request.headers.get("X-API-Key") or request.headers.get("Authorization", "").removeprefix(
+            "Bearer ").strip()
+        if not any(hmac.compare_digest(given.encode(), key) for key in encoded):
+            return error_response(request.path, "missing or invalid API key (send Authorization: Bearer <key> "
+                                  "or X-API-Key)", 401)
+        return await handler(request)
+
+    return middleware
+
+
+class _Cors:
+    """CORS for browser clients: Ollama refuses foreign origins with an empty 403, and the proxy
+    strips Origin before forwarding, so the proxy is where origins are allowed or refused."""
+
+    def __init__(self, origins: tuple[str, ...]) -> None:
+        self.origins = frozenset(origins)
+        self.allow_all = "*" in self.origins
+
+    def allowed(self, origin: str) -> bool:
+        # Allowing http://localhost allows it on any port, as Ollama's defaults do.
+        scheme_host = origin.rsplit(":", 1)[0] if origin.count(":") == 2 else origin
+        return self.allow_all or origin in self.origins or scheme_host in self.origins
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return await handler(request)
+        if not self.allowed(origin):
+            return error_response(request.path, f"origin {origin!r} is not allowed (server.cors_origins)", 403)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return web.Response(status=204, headers={
+                "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, HEAD, OPTIONS",
+                "Access-Control-Allow-Headers": _CORS_HEADERS})
+        return await handler(request)
+
+    async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        # Streams are prepared inside the handler, so headers go on here rather than in the middleware.
+        origin = request.headers.get("Origin")
+        if origin is not None and self.allowed(origin):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = "*"
+            response.headers["Vary"] = "Origin"

@@ -1,0 +1,100 @@
+"""Command line: `ollama-proxy [serve]`, `ollama-proxy simulate`, `ollama-proxy demo`.
+
+Exit status 2 for a bad flag or configuration, with one message that names the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+
+from ollama_proxy import __version__
+from ollama_proxy.app import configure_logging, install_fast_loop, serve_forever
+from ollama_proxy.config.load import load_config
+from ollama_proxy.errors import ConfigError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {text!r}") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port number 1-65535, got {value}")
+    return value
+
+
+def _log_level(text: str) -> str:
+    if text.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return text.upper()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ollama-proxy", description="A drop-in proxy in front of Ollama: per-request context sizing, routing across backends.")
+    parser.add_argument("--version", action="version", version=f"ollama-proxy {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the proxy (the default)")
+    _serve_flags(serve)
+    _serve_flags(parser)  # so that `ollama-proxy --proxy-port 8080` works without `serve`
+
+    sim = sub.add_parser("simulate", help="run a simulated Ollama server")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=_port, default=11434)
+    sim.add_argument("--models", default="llama3.2,qwen3:4b,nomic-embed-text",
+                     help="comma-separated model names")
+    sim.add_argument("--profile", choices=("npu", "igpu", "nvidia", "cpu"), default="nvidia")
+    sim.add_argument("--time-scale", type=float, default=1.0, help="multiplies every simulated delay")
+
+    demo = sub.add_parser("demo", help="four simulated backends (npu, igpu, nvidia, cpu) behind the proxy")
+    demo.add_argument("--proxy-port", type=_port, default=11435)
+    demo.add_argument("--time-scale", type=float, default=0.5)
+    demo.add_argument("--log-level", type=_log_level, default="INFO")
+    return parser
+
+
+def _serve_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file (or OLLAMA_PROXY_CONFIG)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--proxy-port", type=_port, help="port to listen on (default 11435)")
+    p.add_argument("--ollama-host", help="upstream Ollama host (default 127.0.0.1; or OLLAMA_BASE_URL)")
+    p.add_argument("--ollama-port", type=_port, help="upstream Ollama port (default 11434)")
+    p.add_argument("--log-level", type=_log_level, help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "serve"
+    try:
+        if command == "simulate":
+            from ollama_proxy.sim import SimConfig, run_sim
+
+            configure_logging("INFO")
+            run_sim(SimConfig(models=[m.strip() for m in args.models.split(",") if m.strip()],
+                              profile=args.profile, time_scale=args.time_scale), host=args.host, port=args.port)
+            return 0
+        if command == "demo":
+            from ollama_proxy.demo import run_demo
+
+            configure_logging(args.log_level)
+            install_fast_loop()
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(run_demo(proxy_port=args.proxy_port, time_scale=args.time_scale))
+            return 0
+        config = load_config(args.config, overrides={
+            "host": args.host, "proxy_port": args.proxy_port, "ollama_host": args.ollama_host,
+            "ollama_port": args.ollama_port, "log_level": args.log_level})
+    except ConfigError as exc:
+        print(f"ollama-proxy: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level)
+    install_fast_loop()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_forever(config))
+    return 0

@@ -1,0 +1,84 @@
+"""Facts about Ollama's native API that the proxy decides with: which paths carry JSON, which
+stream by default, which run a model, and how a `/proxy-context/...` prefix splits off.
+
+Pure: it only looks at strings and dicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+# Paths whose POST body is a JSON object (Ollama answers 400 to malformed JSON on these).
+JSON_PATHS = frozenset({
+    "/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/api/show", "/api/pull",
+    "/api/push", "/api/create", "/api/copy", "/api/delete",
+})
+# Native paths that stream NDJSON unless the body says `"stream": false`.
+STREAMING_PATHS = frozenset({"/api/generate", "/api/chat", "/api/pull", "/api/push", "/api/create"})
+# Paths that run a model and so take `options.num_ctx`.
+INFERENCE_PATHS = frozenset({"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"})
+# Model-management calls: they change one server's state, so they go to one chosen backend.
+MANAGEMENT_PATHS = frozenset({"/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete"})
+# Views that merge every backend's answer when there are several.
+AGGREGATE_PATHS = frozenset({"/api/tags", "/api/ps"})
+
+CONTEXT_PREFIX = "/proxy-context/"
+
+
+class SizeMode(Enum):
+    PASSTHROUGH = "passthrough"
+    AUTO = "auto"
+    FIXED = "fixed"
+
+
+@dataclass(frozen=True, slots=True)
+class ContextRoute:
+    """How a request path asks for its context window to be sized."""
+
+    mode: SizeMode
+    path: str
+    size: int | None = None
+
+
+def split_context_route(path: str, sizes: tuple[int, ...], default: SizeMode) -> ContextRoute:
+    """Split `/proxy-context/{auto|size}/{rest}` into a mode and the upstream path.
+
+    Raises ValueError with the valid choices when the size segment is not `auto` or one of
+    `sizes`.
+    """
+    if not path.startswith(CONTEXT_PREFIX):
+        return ContextRoute(default, path)
+    spec, _, rest = path[len(CONTEXT_PREFIX):].partition("/")
+    upstream_path = "/" + rest
+    if spec == "auto":
+        return ContextRoute(SizeMode.AUTO, upstream_path)
+    try:
+        size = int(spec)
+    except ValueError:
+        size = None
+    if size not in sizes:
+        valid = ", ".join(str(s) for s in sizes)
+        raise ValueError(f"invalid context size {spec!r} in {CONTEXT_PREFIX}{spec}/: "
+                         f"use 'auto' or one of {valid}")
+    return ContextRoute(SizeMode.FIXED, upstream_path, size)
+
+
+def wants_stream(path: str, body: dict[str, object]) -> bool:
+    """Whether Ollama will answer `body` on `path` with a stream (native default: yes)."""
+    if path in STREAMING_PATHS:
+        return body.get("stream", True) is not False
+    return body.get("stream") is True
+
+
+def model_of(body: dict[str, object]) -> str | None:
+    """The model a native or OpenAI body names (`name` is the deprecated spelling)."""
+    model = body.get("model") or body.get("name") or body.get("source")
+    return model if isinstance(model, str) and model else None
+
+
+def canonical_model(name: str) -> str:
+    """`llama3.2` and `llama3.2:latest` are one model to Ollama; compare names in this form."""
+    name = name.strip().lower()
+    last = name.rsplit("/", 1)[-1]
+    return name if ":" in last else name + ":latest"
