@@ -1,0 +1,119 @@
+"""Native NDJSON streams translated into OpenAI server-sent events, one native line at a time.
+
+Event order for chat (as the OpenAI API sends it, reference 6.1 and 8.11): a role delta first,
+then content / reasoning / tool-call deltas, then a finish chunk with `delta: {}`, then (with
+`stream_options.include_usage`) a usage chunk with `choices: []`, then `data: [DONE]`.
+
+A stream must never end silently: a native `{"error": ...}` line becomes an SSE error event
+(and no `[DONE]`, so SDKs raise instead of returning a partial answer), and `close()` at the
+upstream's end of file says so when no `done` line came. Nothing here does I/O; the caller
+writes the returned bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ollama_proxy.core.openai.errors import openai_error
+from ollama_proxy.core.openai.requests import ReplyContext, RequestKind
+from ollama_proxy.core.openai.responses import (
+    SYSTEM_FINGERPRINT,
+    finish_reason,
+    tool_calls_to_openai,
+    usage,
+)
+from ollama_proxy.core.openai.sse import DONE_EVENT, encode_event
+
+UNFINISHED_STREAM = "the backend closed the stream before it finished"
+
+
+class StreamTranslator:
+    """Feed parsed native lines, write back the bytes each call returns (often several events).
+
+    >>> t = StreamTranslator(ReplyContext(RequestKind.CHAT, "m", stream=True),
+    ...                      completion_id="chatcmpl-1", created=0)
+    >>> t.feed({"message": {"content": "Hi"}, "done": False}).count(b"data: ")
+    2
+    """
+
+    def __init__(self, context: ReplyContext, *, completion_id: str, created: int) -> None:
+        if context.kind is RequestKind.EMBEDDING:
+            raise ValueError("embeddings are never streamed")
+        self._context = context
+        self._id = completion_id
+        self._created = created
+        self._chat = context.kind is RequestKind.CHAT
+        self._object = "chat.completion.chunk" if self._chat else "text_completion"
+        self._started = False
+        self._tool_calls = 0
+        self._finished = False
+
+    @property
+    def finished(self) -> bool:
+        """True once `[DONE]` or an error event was produced; later calls return nothing."""
+        return self._finished
+
+    def feed(self, native: dict[str, Any]) -> bytes:
+        if self._finished:
+            return b""
+        if "error" in native:
+            error = native["error"]
+            return self.abort(error if isinstance(error, str) else str(error))
+        events = self._chat_deltas(native) if self._chat else self._text_deltas(native)
+        if native.get("done"):
+            events.extend(self._end(native))
+        return b"".join(events)
+
+    def abort(self, message: str, status: int = 500) -> bytes:
+        """The error event that ends a stream that failed (b"" if it already ended)."""
+        if self._finished:
+            return b""
+        self._finished = True
+        return encode_event(openai_error(message, status)[1])
+
+    def close(self) -> bytes:
+        """Call at the upstream's end of file: an error event unless the stream already ended."""
+        return self.abort(UNFINISHED_STREAM, 502)
+
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return encode_event({"id": self._id, "object": self._object, "created": self._created,
+                             "model": self._context.model, "system_fingerprint": SYSTEM_FINGERPRINT,
+                             "choices": choices, **extra})
+
+    def _delta(self, delta: dict[str, Any], reason: str | None = None) -> bytes:
+        return self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}])
+
+    def _chat_deltas(self, native: dict[str, Any]) -> list[bytes]:
+        message = native.get("message") or {}
+        events = []
+        if not self._started:
+            self._started = True
+            events.append(self._delta({"role": "assistant", "content": ""}))
+        # Ollama may put thinking and content on one line; OpenAI clients expect one kind per chunk.
+        if message.get("thinking"):
+            events.append(self._delta({"reasoning": message["thinking"]}))
+        if message.get("content"):
+            events.append(self._delta({"content": message["content"]}))
+        calls = message.get("tool_calls") or []
+        if calls:
+            deltas = [{"index": self._tool_calls + k, **call}
+                      for k, call in enumerate(tool_calls_to_openai(calls, self._id, self._tool_calls))]
+            self._tool_calls += len(calls)
+            events.append(self._delta({"tool_calls": deltas}))
+        return events
+
+    def _text_deltas(self, native: dict[str, Any]) -> list[bytes]:
+        text = native.get("response")
+        return [self._text_choice(text)] if text else []
+
+    def _text_choice(self, text: str, reason: str | None = None) -> bytes:
+        return self._chunk([{"index": 0, "text": text, "logprobs": None, "finish_reason": reason}])
+
+    def _end(self, native: dict[str, Any]) -> list[bytes]:
+        self._finished = True
+        reason = finish_reason(native.get("done_reason"), self._tool_calls > 0)
+        events = [self._delta({}, reason) if self._chat else self._text_choice("", reason)]
+        if self._context.include_usage:
+            events.append(self._chunk([], usage=usage(native)))
+        events.append(DONE_EVENT)
+        return events
