@@ -1,0 +1,50 @@
+"""Shared fixtures: simulated Ollama backends and the real proxy on free loopback ports."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from ollama_proxy.app import bound_port, start
+from ollama_proxy.config.load import validate
+from ollama_proxy.sim import SimConfig, SimServer
+
+DEFAULT_MODELS = ["llama3.2", "qwen3:4b", "nomic-embed-text"]
+
+
+@pytest.fixture
+async def sim_factory() -> AsyncIterator[Callable[..., Any]]:
+    """Start simulators on demand: `await sim_factory(profile="npu", models=[...], time_scale=0)`."""
+    async with contextlib.AsyncExitStack() as stack:
+        async def make(**kwargs: Any) -> SimServer:
+            kwargs.setdefault("models", DEFAULT_MODELS)
+            kwargs.setdefault("time_scale", 0.0)
+            return await stack.enter_async_context(SimServer(SimConfig(**kwargs), host="127.0.0.1", port=0))
+
+        yield make
+
+
+@pytest.fixture
+async def sim(sim_factory: Callable[..., Any]) -> SimServer:
+    return await sim_factory()
+
+
+@pytest.fixture
+async def proxy_factory() -> AsyncIterator[Callable[..., Any]]:
+    """Start the real proxy with a config dict; returns its base URL."""
+    async with contextlib.AsyncExitStack() as stack:
+        async def make(config: dict[str, Any]) -> str:
+            runner = await start(validate(config), host="127.0.0.1", port=0)
+            stack.push_async_callback(runner.cleanup)
+            return f"http://127.0.0.1:{bound_port(runner)}"
+
+        yield make
+
+
+@pytest.fixture
+async def proxy(proxy_factory: Callable[..., Any], sim: SimServer) -> str:
+    """The proxy in front of one simulator (the foundation's single-backend setup)."""
+    return await proxy_factory({"backends": [{"id": "sim", "endpoint": sim.url}]})

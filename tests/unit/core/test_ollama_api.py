@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import pytest
+
+from ollama_proxy.core.ollama_api import SizeMode, canonical_model, split_context_route, wants_stream
+
+SIZES = (2048, 4096, 8192)
+
+
+@pytest.mark.parametrize(("path", "mode", "upstream", "size"), [
+    pytest.param("/api/chat", SizeMode.PASSTHROUGH, "/api/chat", None, id="bare"),
+    pytest.param("/proxy-context/auto/api/chat", SizeMode.AUTO, "/api/chat", None, id="auto"),
+    pytest.param("/proxy-context/4096/api/generate", SizeMode.FIXED, "/api/generate", 4096, id="fixed"),
+    pytest.param("/proxy-context/auto/v1/chat/completions", SizeMode.AUTO, "/v1/chat/completions", None,
+                 id="openai"),
+])
+def test_split_context_route(path: str, mode: SizeMode, upstream: str, size: int | None) -> None:
+    route = split_context_route(path, SIZES, SizeMode.PASSTHROUGH)
+    assert (route.mode, route.path, route.size) == (mode, upstream, size)
+
+
+@pytest.mark.parametrize("spec", ["999", "abc", "", "-1", "4096.0"])
+def test_bad_size_lists_valid_ones(spec: str) -> None:
+    with pytest.raises(ValueError, match="2048, 4096, 8192"):
+        split_context_route(f"/proxy-context/{spec}/api/chat", SIZES, SizeMode.PASSTHROUGH)
+
+
+def test_default_route_applies_to_bare_paths() -> None:
+    assert split_context_route("/api/chat", SIZES, SizeMode.AUTO).mode is SizeMode.AUTO
+
+
+@pytest.mark.parametrize(("path", "body", "expected"), [
+    ("/api/chat", {}, True), ("/api/chat", {"stream": False}, False), ("/api/show", {}, False),
+    ("/v1/chat/completions", {}, False), ("/v1/chat/completions", {"stream": True}, True),
+])
+def test_wants_stream(path: str, body: dict[str, object], expected: bool) -> None:
+    assert wants_stream(path, body) is expected
+
+
+@pytest.mark.parametrize(("name", "canonical"), [
+    ("llama3.2", "llama3.2:latest"), ("Llama3.2:Latest", "llama3.2:latest"), ("qwen3:4b", "qwen3:4b"),
+    ("hf.co/org/model", "hf.co/org/model:latest"), ("localhost:5000/m", "localhost:5000/m:latest"),
+])
+def test_canonical_model(name: str, canonical: str) -> None:
+    assert canonical_model(name) == canonical
