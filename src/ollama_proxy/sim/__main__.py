@@ -1,0 +1,3 @@
+from ollama_proxy.sim.cli import main
+
+raise SystemExit(main())
