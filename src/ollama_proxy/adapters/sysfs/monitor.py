@@ -24,10 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from ollama_proxy.adapters.sysfs.nvidia import read_nvidia
 from ollama_proxy.adapters.sysfs.power import read_power
 from ollama_proxy.adapters.sysfs.thermal import read_hwmon, read_thermal_zones
+from ollama_proxy.adapters.tasks import spawn
 from ollama_proxy.config.schema import SystemConfig
 from ollama_proxy.core.efficiency import AutoState, resolve_auto_mode
 from ollama_proxy.core.modes import EfficiencyMode
@@ -72,7 +74,7 @@ class SystemMonitor:
         self._snapshot: SystemSnapshot | None = None
         self._auto = AutoState()
         self._listeners: list[ModeListener] = []
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[Any] | None = None
 
     @property
     def snapshot(self) -> SystemSnapshot | None:
@@ -116,7 +118,7 @@ class SystemMonitor:
     async def __aenter__(self) -> SystemMonitor:
         # Sample before returning so GET /thermal and auto mode have data from the first request.
         await self._sample_logged()
-        self._task = asyncio.create_task(self._run(), name="system-monitor")
+        self._task = spawn(self._run(), name="system-monitor")
         return self
 
     async def __aexit__(
