@@ -23,13 +23,13 @@ from ollama_proxy.core.modes import EfficiencyMode
 from ollama_proxy.core.routing.latency import estimate_latency_ms
 from ollama_proxy.core.routing.state import BackendView, BreakerState, RouteRequest, ThermalLevel
 from ollama_proxy.core.routing.weights import FACTORS, Weights, weights_for
+from ollama_proxy.core.thermal import PENALTY as THERMAL_PENALTY
 from ollama_proxy.errors import NoBackendAvailable
 
 # Scores within this distance of the best count as a tie and are picked at random, which also
 # spreads load over identical backends.
 TIE_MARGIN = 0.01
 
-_THERMAL = {ThermalLevel.COOL: 1.0, ThermalLevel.WARM: 0.7, ThermalLevel.HOT: 0.3, ThermalLevel.CRITICAL: 0.0}
 # How quiet the hardware is under load: discrete GPUs and CPUs spin fans up, NPUs and iGPUs do not.
 _QUIET = {"npu": 1.0, "igpu": 0.9, "other": 0.6, "cpu": 0.3, "nvidia": 0.1}
 _HOT = frozenset({ThermalLevel.HOT, ThermalLevel.CRITICAL})
@@ -130,6 +130,14 @@ def _filter(request: RouteRequest, backends: Sequence[BackendView]
             eligible.append(b)
         else:
             excluded[b.id] = reason
+    # Hardware at a critical temperature is spared whenever anything else can serve; when nothing
+    # else can, a slow answer beats a refusal, and the thermal factor still scores it lowest.
+    cool = [b for b in eligible if b.thermal.level is not ThermalLevel.CRITICAL]
+    if cool and len(cool) < len(eligible):
+        for b in eligible:
+            if b.thermal.level is ThermalLevel.CRITICAL:
+                excluded[b.id] = f"thermal critical ({b.thermal.reason or 'no reason given'})"
+        eligible = cool
     return eligible, estimates, excluded, model_nowhere
 
 
@@ -185,7 +193,7 @@ def _score(b: BackendView, request: RouteRequest, latency_ms: float, w: Weights)
         1.0 / (1.0 + lat * lat),
         1.0 / (1.0 + power * power),
         1.0 / (1.0 + (b.in_flight + b.queued_total) / b.max_concurrent),
-        _THERMAL[level],
+        1.0 - THERMAL_PENALTY[level],
         _QUIET.get(b.hardware, _QUIET["other"]) * (0.5 if level in _HOT else 1.0),
         min(b.priority, 100) / 100,
         resident,
