@@ -255,4 +255,4 @@ def _tool_call(call: dict[str, Any], index: int) -> dict[str, Any]:
 
 
 def _ns(seconds: float) -> int:
-    return max(0, int(seconds * 1e9))
+    return max(0, round(seconds * 1e9))
