@@ -64,10 +64,10 @@ class Admitted(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class Queued(Generic[T]):
-    """The ticket waits; a later `release` or `expire` says what became of it."""
+    """The ticket waits (`depth`: waiters now, itself included) until `release` or `expire`."""
 
     ticket: T
-    position: int
+    depth: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +101,7 @@ class AdmissionQueue(Generic[T]):
     >>> q.try_acquire("a", Priority.NORMAL, now=0.0)
     Admitted(ticket='a', wait_ms=0.0, reserved=False)
     >>> q.try_acquire("b", Priority.NORMAL, now=0.5)
-    Queued(ticket='b', position=1)
+    Queued(ticket='b', depth=1)
     >>> q.release("a", now=1.0)
     [Admitted(ticket='b', wait_ms=500.0, reserved=False)]
     """
