@@ -123,11 +123,12 @@ async def test_parallel_slots_bound_concurrency(make_sim: MakeSim, http: aiohttp
 
 async def test_queue_full_while_loading_is_503(make_sim: MakeSim, http: aiohttp.ClientSession) -> None:
     sim = await make_sim(max_queue=1, time_scale=0.1)
-    replies = await asyncio.gather(*(call(http, sim, "POST", "/api/chat", CHAT) for _ in range(3)))
+    short = CHAT | {"options": {"num_predict": 1}}
+    replies = await asyncio.gather(*(call(http, sim, "POST", "/api/chat", short) for _ in range(3)))
     assert sorted(status for status, _ in replies) == [200, 503, 503]
     assert {"error": BUSY_MESSAGE} in [body for _, body in replies]
     # once loaded, requests bypass the queue and wait for a slot instead
-    replies = await asyncio.gather(*(call(http, sim, "POST", "/api/chat", CHAT) for _ in range(3)))
+    replies = await asyncio.gather(*(call(http, sim, "POST", "/api/chat", short) for _ in range(3)))
     assert [status for status, _ in replies] == [200] * 3
 
 

@@ -20,6 +20,7 @@ from ollama_proxy.sim.textgen import embed_vector, plan_reply, plan_tool_calls
     pytest.param("internationalization", 5, id="long-word-every-4"),
     pytest.param("1234567", 3, id="digits-by-three"),
     pytest.param("a\n\nb", 3, id="newline-run"),
+    pytest.param("<|im_start|>user\nhi<|im_end|>", 5, id="special-tokens-whole"),
 ])
 def test_approx_token_count(text: str, tokens: int) -> None:
     assert approx_token_count(text) == tokens

@@ -20,7 +20,7 @@ from ollama_proxy.sim.config import SimConfig
 from ollama_proxy.sim.faults import Fault
 from ollama_proxy.sim.rules import SimError
 from ollama_proxy.sim.state import SIM_STATE, SimState
-from ollama_proxy.sim.wire import FAULT_KEY, error_response, json_response, read_json, wait_for_disconnect
+from ollama_proxy.sim.wire import FAULT_KEY, error_response, hang, json_response, read_json
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _OPENAI_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
@@ -40,8 +40,7 @@ async def _before_response(request: web.Request, fault: Fault) -> web.StreamResp
         await asyncio.sleep(fault.delay_s)
         return None
     if fault.mode == "hang":
-        await wait_for_disconnect(request)
-        raise asyncio.CancelledError  # the client is gone: nothing to answer
+        await hang(request)
     if fault.mode in ("busy", "error"):
         return _error(request.path, fault.status, fault.message)
     return None
@@ -59,6 +58,9 @@ async def _sim_middleware(request: web.Request, handler: Handler) -> web.StreamR
                 if fault.before_response and (early := await _before_response(request, fault)) is not None:
                     return early
         return await handler(request)
+    except asyncio.CancelledError:
+        state.stats.cancelled += 1
+        raise
     except SimError as exc:
         return _error(request.path, exc.status, exc.message)
     except web.HTTPNotFound:

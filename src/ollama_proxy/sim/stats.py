@@ -18,6 +18,8 @@ class SimStats:
     unloads: Counter[str] = field(default_factory=Counter)
     truncations: Counter[str] = field(default_factory=Counter)
     busy_rejections: int = 0
+    # Requests whose client went away before the answer was complete.
+    cancelled: int = 0
     # The most requests one model served at the same time (checks num_parallel).
     peak_in_flight: Counter[str] = field(default_factory=Counter)
     last_body: dict[str, Any] = field(default_factory=dict)
@@ -44,6 +46,7 @@ class SimStats:
             "unloads_by_model": dict(self.unloads),
             "truncations_by_model": dict(self.truncations),
             "busy_rejections": self.busy_rejections,
+            "cancelled": self.cancelled,
             "faults_triggered": faults_triggered,
             "peak_in_flight": dict(self.peak_in_flight),
             "loaded": loaded,

@@ -13,13 +13,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-# Words, up to three digits at a time (as Llama 3 and Qwen split numbers), whitespace runs and
-# single punctuation marks.
-_PIECES = re.compile(r"[^\W\d_]+|\d{1,3}|\s+|[^\w\s]|_")
+# Special tokens such as <|im_start|> (one token each, as in real vocabularies), words, up to three
+# digits at a time (as Llama 3 and Qwen split numbers), whitespace runs and single punctuation marks.
+_PIECES = re.compile(r"<\|\w+\|>|[^\W\d_]+|\d{1,3}|\s+|[^\w\s]|_")
 _SHORT_WORD = 6
 
 
 def _piece_tokens(piece: str) -> int:
+    if piece.startswith("<|"):
+        return 1
     if piece.isspace():
         # A single space belongs to the next word, as in BPE vocabularies; longer runs and
         # newlines are tokens of their own.
@@ -32,8 +34,9 @@ def _piece_tokens(piece: str) -> int:
 def approx_token_count(text: str) -> int:
     """Count tokens the way a typical BPE vocabulary roughly would.
 
-    Common words are one token, long words one per four characters, numbers one per three digits,
-    each punctuation mark one, whitespace runs (other than a single space) one.
+    Special tokens (`<|im_end|>`) and common words are one token, long words one per four
+    characters, numbers one per three digits, each punctuation mark one, whitespace runs (other
+    than a single space) one.
     """
     return sum(_piece_tokens(p) for p in _PIECES.findall(text))
 

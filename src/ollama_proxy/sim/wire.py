@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 from aiohttp import web
@@ -50,10 +50,11 @@ def fault_of(request: web.Request) -> Fault | None:
     return request.get(FAULT_KEY)
 
 
-async def wait_for_disconnect(request: web.Request) -> None:
-    """The `hang` fault: answer nothing until the client gives up."""
+async def hang(request: web.Request) -> NoReturn:
+    """The `hang` fault: answer nothing until the client gives up, then end as a cancelled request."""
     while request.transport is not None and not request.transport.is_closing():
         await asyncio.sleep(0.02)
+    raise asyncio.CancelledError
 
 
 def _cut(request: web.Request) -> None:
@@ -111,7 +112,7 @@ class LineStream:
                 await self.response.write(self._frame(orjson.dumps({"error": fault.message})))
             await self.response.write_eof()
         elif fault.mode == "hang":
-            await wait_for_disconnect(self._request)
+            await hang(self._request)
         raise StreamCut
 
 
@@ -129,8 +130,8 @@ async def send_whole(request: web.Request, body: Any) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
     await response.prepare(request)
     if fault.mode == "hang":
-        await wait_for_disconnect(request)
-    else:  # drop_mid_stream: half the body, then the connection goes
-        await response.write(payload[: len(payload) // 2])
-        _cut(request)
+        await hang(request)
+    # drop_mid_stream: half the body, then the connection goes
+    await response.write(payload[: len(payload) // 2])
+    _cut(request)
     return response
