@@ -17,18 +17,13 @@ from aiohttp import web
 
 from ollama_proxy.sim.config import ModelSpec, canonical_name
 from ollama_proxy.sim.models import install, show_body, tags_entry
-from ollama_proxy.sim.native import find_model
+from ollama_proxy.sim.native import find_model, read_request
 from ollama_proxy.sim.rules import SimError
 from ollama_proxy.sim.state import SIM_STATE, SimState
-from ollama_proxy.sim.wire import LineStream, StreamCut, json_response, read_json, send_whole
+from ollama_proxy.sim.wire import LineStream, StreamCut, send_whole
 
 _DIGEST = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")
 _NAME = re.compile(r"^[A-Za-z0-9][\w.\-/]*(:[\w.\-]+)?$")
-
-
-async def _body(request: web.Request) -> tuple[SimState, dict[str, Any]]:
-    state = request.app[SIM_STATE]
-    return state, await read_json(request, state.stats.last_body.__setitem__)
 
 
 def _name(body: dict[str, Any], *keys: str) -> str:
@@ -45,24 +40,25 @@ async def root(request: web.Request) -> web.Response:
     return web.Response(text="Ollama is running", content_type="text/plain")
 
 
-async def version(request: web.Request) -> web.Response:
-    return json_response({"version": request.app[SIM_STATE].config.version})
+async def version(request: web.Request) -> web.StreamResponse:
+    return await send_whole(request, {"version": request.app[SIM_STATE].config.version})
 
 
-async def tags(request: web.Request) -> web.Response:
-    return json_response({"models": [tags_entry(m) for m in request.app[SIM_STATE].registry.newest_first()]})
+async def tags(request: web.Request) -> web.StreamResponse:
+    models = request.app[SIM_STATE].registry.newest_first()
+    return await send_whole(request, {"models": [tags_entry(m) for m in models]})
 
 
-async def show(request: web.Request) -> web.Response:
-    state, body = await _body(request)
+async def show(request: web.Request) -> web.StreamResponse:
+    state, body = await read_request(request)
     model = find_model(state, body.get("model") or body.get("name"), "model '{name}' not found")
-    return json_response(show_body(model, verbose=bool(body.get("verbose"))))
+    return await send_whole(request, show_body(model, verbose=bool(body.get("verbose"))))
 
 
-async def ps(request: web.Request) -> web.Response:
+async def ps(request: web.Request) -> web.StreamResponse:
     state = request.app[SIM_STATE]
     on_device = state.config.hardware.on_device
-    return json_response({"models": [r.ps_entry(on_device) for r in state.scheduler.loaded()]})
+    return await send_whole(request, {"models": [r.ps_entry(on_device) for r in state.scheduler.loaded()]})
 
 
 async def _progress(request: web.Request, state: SimState, body: dict[str, Any],
@@ -89,7 +85,7 @@ def _layer_lines(verb: str, digest: str, size: int) -> list[dict[str, Any]]:
 
 
 async def pull(request: web.Request) -> web.StreamResponse:
-    state, body = await _body(request)
+    state, body = await read_request(request)
     name = canonical_name(_name(body, "model", "name"))
     allowed = state.config.pullable
     if allowed is not None and name.lower() not in {canonical_name(n).lower() for n in allowed}:
@@ -104,7 +100,7 @@ async def pull(request: web.Request) -> web.StreamResponse:
 
 
 async def push(request: web.Request) -> web.StreamResponse:
-    state, body = await _body(request)
+    state, body = await read_request(request)
     model = find_model(state, _name(body, "model", "name"), "model '{name}' not found")
     lines = [{"status": "retrieving manifest"}, {"status": "starting upload"},
              *_layer_lines("pushing", model.weights, model.spec.size),
@@ -113,7 +109,7 @@ async def push(request: web.Request) -> web.StreamResponse:
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    state, body = await _body(request)
+    state, body = await read_request(request)
     name = canonical_name(_name(body, "model", "name"))
     parameters = body.get("parameters") or {}
     files = body.get("files") or {}
@@ -146,7 +142,7 @@ async def create(request: web.Request) -> web.StreamResponse:
 
 
 async def copy(request: web.Request) -> web.Response:
-    state, body = await _body(request)
+    state, body = await read_request(request)
     source = find_model(state, body.get("source"), 'model "{name}" not found')
     destination = _name(body, "destination")
     state.registry.add(source.renamed(destination, state.wall()))
@@ -154,7 +150,7 @@ async def copy(request: web.Request) -> web.Response:
 
 
 async def delete(request: web.Request) -> web.Response:
-    state, body = await _body(request)
+    state, body = await read_request(request)
     name = _name(body, "model", "name")
     if state.registry.remove(name) is None:
         raise SimError(404, f"model '{name}' not found")

@@ -18,10 +18,11 @@ from ollama_proxy.sim.rules import SimError, nanoseconds, parse_keep_alive, vali
 from ollama_proxy.sim.state import SIM_STATE, SimState
 from ollama_proxy.sim.textgen import embed_vector, normalise
 from ollama_proxy.sim.tokenize import pseudo_token_ids
-from ollama_proxy.sim.wire import LineStream, StreamCut, json_response, read_json, send_whole
+from ollama_proxy.sim.wire import LineStream, StreamCut, read_json, send_whole
 
 
-async def _body(request: web.Request) -> tuple[SimState, dict[str, Any]]:
+async def read_request(request: web.Request) -> tuple[SimState, dict[str, Any]]:
+    """The server state and the request's JSON body (recorded in the stats as the path's last body)."""
     state = request.app[SIM_STATE]
     return state, await read_json(request, state.stats.last_body.__setitem__)
 
@@ -73,7 +74,7 @@ async def _stream(request: web.Request, gen: Generation, line: Callable[[str], d
 
 
 async def generate(request: web.Request) -> web.StreamResponse:
-    state, body = await _body(request)
+    state, body = await read_request(request)
     name = body.get("model")
     model = find_model(state, name, "model '{name}' not found")
     _check_chat_model(model, name, body, "generate")
@@ -88,8 +89,8 @@ async def generate(request: web.Request) -> web.StreamResponse:
     base = {"model": name}
     if not prompt:
         reason = await _load_or_unload(state, turn)
-        return json_response(base | {"created_at": timestamp(state.wall()), "response": "", "done": True,
-                                     "done_reason": reason})
+        return await send_whole(request, base | {"created_at": timestamp(state.wall()), "response": "",
+                                                 "done": True, "done_reason": reason})
     async with generation(state, turn) as gen:
         def line(text: str) -> dict[str, Any]:
             return base | {"created_at": timestamp(state.wall()), "response": text}
@@ -123,7 +124,7 @@ def parse_tools(raw: Any) -> list[dict[str, Any]]:
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
-    state, body = await _body(request)
+    state, body = await read_request(request)
     name = body.get("model")
     model = find_model(state, name, "model '{name}' not found")
     _check_chat_model(model, name, body, "chat")
@@ -132,7 +133,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     base = {"model": name}
     if not messages:
         reason = await _load_or_unload(state, turn)
-        return json_response(base | {"created_at": timestamp(state.wall()),
+        return await send_whole(request, base | {"created_at": timestamp(state.wall()),
                                      "message": {"role": "assistant", "content": ""},
                                      "done": True, "done_reason": reason})
     async with generation(state, turn) as gen:
@@ -195,8 +196,8 @@ def _dimensions(body: Mapping[str, Any]) -> int | None:
     return value
 
 
-async def embed(request: web.Request) -> web.Response:
-    state, body = await _body(request)
+async def embed(request: web.Request) -> web.StreamResponse:
+    state, body = await read_request(request)
     name = body.get("model")
     model = find_model(state, name, 'model "{name}" not found, try pulling it first')
     raw = body.get("input")
@@ -206,23 +207,23 @@ async def embed(request: web.Request) -> web.Response:
     if not any(texts):
         await load_only(state, Turn(model, options=validate_options(body.get("options")),
                                     keep_alive_s=parse_keep_alive(body.get("keep_alive"))))
-        return json_response({"model": name, "embeddings": []})
+        return await send_whole(request, {"model": name, "embeddings": []})
     vectors, metrics = await embed_texts(state, model, texts, body, _dimensions(body))
-    return json_response({"model": name, "embeddings": vectors} | metrics)
+    return await send_whole(request, {"model": name, "embeddings": vectors} | metrics)
 
 
-async def embeddings(request: web.Request) -> web.Response:
+async def embeddings(request: web.Request) -> web.StreamResponse:
     """The legacy endpoint: one prompt, one vector, no metrics."""
-    state, body = await _body(request)
+    state, body = await read_request(request)
     model = find_model(state, body.get("model"), 'model "{name}" not found, try pulling it first')
     prompt = body.get("prompt") or ""
     if not isinstance(prompt, str):
         raise SimError(400, "prompt must be a string")
     if not prompt:
         await load_only(state, Turn(model, options=validate_options(body.get("options"))))
-        return json_response({"embedding": []})
+        return await send_whole(request, {"embedding": []})
     vectors, _ = await embed_texts(state, model, [prompt], body, None)
-    return json_response({"embedding": vectors[0]})
+    return await send_whole(request, {"embedding": vectors[0]})
 
 
 def add_routes(app: web.Application) -> None:

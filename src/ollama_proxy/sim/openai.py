@@ -18,17 +18,12 @@ from aiohttp import web
 
 from ollama_proxy.sim.inference import Generation, Turn, generation
 from ollama_proxy.sim.models import InstalledModel
-from ollama_proxy.sim.native import embed_texts, find_model, parse_tools
+from ollama_proxy.sim.native import embed_texts, find_model, parse_tools, read_request
 from ollama_proxy.sim.rules import SimError, validate_options
-from ollama_proxy.sim.state import SIM_STATE, SimState
-from ollama_proxy.sim.wire import LineStream, StreamCut, json_response, read_json, send_whole
+from ollama_proxy.sim.state import SIM_STATE
+from ollama_proxy.sim.wire import LineStream, StreamCut, send_whole
 
 _NOT_FOUND = "model '{name}' not found"
-
-
-async def _body(request: web.Request) -> tuple[SimState, dict[str, Any]]:
-    state = request.app[SIM_STATE]
-    return state, await read_json(request, state.stats.last_body.__setitem__)
 
 
 def _sampling(body: Mapping[str, Any], *, penalties_always: bool) -> dict[str, Any]:
@@ -89,7 +84,7 @@ def _finish_reason(gen: Generation) -> str:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    state, body = await _body(request)
+    state, body = await read_request(request)
     name = body.get("model")
     model = find_model(state, name, _NOT_FOUND)
     turn = Turn(model, options=_sampling(body, penalties_always=False),
@@ -129,7 +124,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
-    state, body = await _body(request)
+    state, body = await read_request(request)
     name = body.get("model")
     model = find_model(state, name, _NOT_FOUND)
     prompt, stop = body.get("prompt", ""), body.get("stop")
@@ -167,8 +162,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
             return out.response
 
 
-async def embeddings(request: web.Request) -> web.Response:
-    state, body = await _body(request)
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    state, body = await read_request(request)
     name = body.get("model")
     model = find_model(state, name, _NOT_FOUND)
     raw = body.get("input")
@@ -189,7 +184,7 @@ async def embeddings(request: web.Request) -> web.Response:
         return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
     tokens = metrics["prompt_eval_count"]
-    return json_response({"object": "list", "model": name,
+    return await send_whole(request, {"object": "list", "model": name,
                           "data": [{"object": "embedding", "embedding": encode(v), "index": i}
                                    for i, v in enumerate(vectors)],
                           "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
@@ -200,15 +195,15 @@ def _model_object(model: InstalledModel) -> dict[str, Any]:
     return {"id": model.name, "object": "model", "created": int(model.modified_at), "owned_by": owner}
 
 
-async def list_models(request: web.Request) -> web.Response:
+async def list_models(request: web.Request) -> web.StreamResponse:
     models = request.app[SIM_STATE].registry.newest_first()
     # Ollama marshals an empty list as null here (ref. 6.4).
-    return json_response({"object": "list", "data": [_model_object(m) for m in models] or None})
+    return await send_whole(request, {"object": "list", "data": [_model_object(m) for m in models] or None})
 
 
-async def retrieve_model(request: web.Request) -> web.Response:
-    state = request.app[SIM_STATE]
-    return json_response(_model_object(find_model(state, request.match_info["model"], _NOT_FOUND)))
+async def retrieve_model(request: web.Request) -> web.StreamResponse:
+    model = find_model(request.app[SIM_STATE], request.match_info["model"], _NOT_FOUND)
+    return await send_whole(request, _model_object(model))
 
 
 def add_routes(app: web.Application) -> None:

@@ -27,6 +27,8 @@ _FOREVER_S = 9e9
 
 @dataclass(eq=False, slots=True)
 class Runner:
+    """One loaded model process, keyed by its weights; `expires_at` is wall-clock, as /api/ps shows it."""
+
     key: str
     model: InstalledModel
     settings: RunnerSettings
@@ -59,6 +61,8 @@ class Lease:
 
 
 class Scheduler:
+    """Owns the loaded runners. `wall` is the clock for keep-alive expiry, replaceable in tests."""
+
     def __init__(self, config: SimConfig, stats: SimStats, wall: Callable[[], float] = time.time) -> None:
         self._config = config
         self._stats = stats
