@@ -1,0 +1,162 @@
+"""Learning from `prompt_eval_count`: characters per token, template overhead, and truncation.
+
+Every response that passes through the proxy says how many prompt tokens Ollama evaluated. Compared
+with what the proxy counted, that gives three things:
+- a characters-per-token ratio per model, for models whose tokenizer cannot be had (starting from the
+  plain characters/4 rule before the first observation);
+- the per-message template overhead per model, when the text was counted exactly;
+- silent truncation: Ollama evaluating clearly fewer tokens than were sent (reference 4.3).
+
+Since Ollama v0.30 `prompt_eval_count` includes the cached prefix; older releases counted only newly
+processed tokens, so a cached prefix there looks like truncation. Such observations are rejected, not
+learned from, which keeps the ratio sane on either version.
+
+Pure: observations arrive as numbers; this module must not know about streams or HTTP.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from ollama_proxy.core.context.counting import (
+    DEFAULT_CHARS_PER_TOKEN,
+    CharEstimate,
+    CountMethod,
+    PromptCount,
+    TemplateOverhead,
+)
+
+# Outside this band a ratio is not text (binary-ish noise, or a count that went wrong).
+_MIN_CHARS_PER_TOKEN, _MAX_CHARS_PER_TOKEN = 0.5, 16.0
+# Prompts this small are mostly template overhead: their ratio says little about the text.
+_MIN_LEARN_CHARS, _MIN_LEARN_TOKENS = 64, 16
+# Truncation leaves at most the window (message dropping) and at least about half of it (token-level);
+# an estimated count that came back below this share of num_ctx cannot have been cut.
+_TRUNCATION_ZONE = 0.4
+_DEFAULT_OVERHEAD = TemplateOverhead()
+
+
+@dataclass(frozen=True, slots=True)
+class Truncation:
+    """The verdict of comparing what was sent with what Ollama evaluated; true when truncated."""
+
+    truncated: bool
+    sent_tokens: int
+    evaluated_tokens: int
+    description: str
+
+    def __bool__(self) -> bool:
+        return self.truncated
+
+
+def detect_truncation(sent_tokens: int, prompt_eval_count: int, ratio: float) -> Truncation:
+    """Truncated when Ollama evaluated fewer than `ratio` (config `truncation_ratio`) of the tokens sent.
+
+    Meaningful for exact counts; an estimate can be off by more than `1 - ratio` either way.
+    """
+    truncated = sent_tokens > 0 and prompt_eval_count < ratio * sent_tokens
+    share = prompt_eval_count / sent_tokens if sent_tokens else 1.0
+    if truncated:
+        description = (f"Ollama evaluated {prompt_eval_count} of about {sent_tokens} prompt tokens "
+                       f"({share:.0%}): the prompt was probably truncated")
+    else:
+        description = (f"Ollama evaluated {prompt_eval_count} of about {sent_tokens} prompt tokens "
+                       f"({share:.0%})")
+    return Truncation(truncated, sent_tokens, prompt_eval_count, description)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """Whether an observation was learned from, and why not when it was not (for DEBUG logs)."""
+
+    accepted: bool
+    reason: str
+
+
+@dataclass
+class _ModelStats:
+    chars: float = 0.0
+    tokens: float = 0.0
+    per_message: float | None = None
+
+
+class Calibrator:
+    """Per-model learned ratios, fed by responses and read when sizing the next request.
+
+    The characters-per-token ratio is a ratio of exponentially decayed sums, so big prompts weigh more
+    than small ones (their ratio is more reliable) and the model's recent traffic more than old traffic.
+    """
+
+    def __init__(self, *, truncation_ratio: float = 0.9, decay: float = 0.9, overhead_alpha: float = 0.3,
+                 default_overhead: TemplateOverhead = _DEFAULT_OVERHEAD, max_models: int = 512) -> None:
+        self._truncation_ratio = truncation_ratio
+        self._decay = decay
+        self._overhead_alpha = overhead_alpha
+        self._default_overhead = default_overhead
+        self._max_models = max_models
+        self._models: OrderedDict[str, _ModelStats] = OrderedDict()
+
+    def estimate(self, model: str) -> CharEstimate:
+        """The characters-per-token estimate for `model`: learned, or characters/4 before any data."""
+        stats = self._models.get(model)
+        if stats is None or stats.tokens <= 0:
+            return CharEstimate(DEFAULT_CHARS_PER_TOKEN, CountMethod.HEURISTIC)
+        return CharEstimate(stats.chars / stats.tokens, CountMethod.CALIBRATED)
+
+    def overhead(self, model: str) -> TemplateOverhead:
+        """The template overhead for `model`: learned from exact counts, or the default."""
+        stats = self._models.get(model)
+        if stats is None or stats.per_message is None:
+            return self._default_overhead
+        return TemplateOverhead(stats.per_message, self._default_overhead.fixed)
+
+    def observe(self, model: str, count: PromptCount, prompt_eval_count: int,
+                num_ctx: int | None = None) -> Observation:
+        """Learn from one response: `count` is what the proxy counted for the request that was sent
+        with `num_ctx`, `prompt_eval_count` what Ollama reported on the final response line."""
+        if prompt_eval_count <= 0:
+            return Observation(False, "no prompt_eval_count")
+        if count.image_tokens:
+            # Image cost is Ollama's heuristic, not what the projector really produced.
+            return Observation(False, "images make the count approximate")
+        if count.method is CountMethod.EXACT:
+            return self._observe_overhead(model, count, prompt_eval_count)
+        return self._observe_ratio(model, count, prompt_eval_count, num_ctx)
+
+    def _observe_overhead(self, model: str, count: PromptCount, prompt_eval_count: int) -> Observation:
+        if detect_truncation(count.tokens, prompt_eval_count, self._truncation_ratio):
+            return Observation(False, "looks truncated")
+        if count.messages == 0:
+            return Observation(False, "no messages to attribute overhead to")
+        overhead = prompt_eval_count - count.text_tokens - self._default_overhead.fixed
+        sample = max(0.0, overhead / count.messages)
+        stats = self._stats(model)
+        stats.per_message = sample if stats.per_message is None else (
+            (1 - self._overhead_alpha) * stats.per_message + self._overhead_alpha * sample)
+        return Observation(True, f"template overhead {sample:.1f} tokens per message")
+
+    def _observe_ratio(self, model: str, count: PromptCount, prompt_eval_count: int,
+                       num_ctx: int | None) -> Observation:
+        in_zone = num_ctx is None or prompt_eval_count >= _TRUNCATION_ZONE * num_ctx
+        if in_zone and detect_truncation(count.tokens, prompt_eval_count, self._truncation_ratio):
+            return Observation(False, "may be truncated")
+        text_tokens = prompt_eval_count - count.overhead_tokens
+        if count.chars < _MIN_LEARN_CHARS or text_tokens < _MIN_LEARN_TOKENS:
+            return Observation(False, "too small to learn from")
+        ratio = count.chars / text_tokens
+        if not _MIN_CHARS_PER_TOKEN <= ratio <= _MAX_CHARS_PER_TOKEN:
+            return Observation(False, f"implausible ratio {ratio:.2f} characters per token")
+        stats = self._stats(model)
+        stats.chars = self._decay * stats.chars + count.chars
+        stats.tokens = self._decay * stats.tokens + text_tokens
+        return Observation(True, f"{ratio:.2f} characters per token")
+
+    def _stats(self, model: str) -> _ModelStats:
+        stats = self._models.get(model)
+        if stats is None:
+            stats = self._models[model] = _ModelStats()
+            while len(self._models) > self._max_models:
+                self._models.popitem(last=False)
+        self._models.move_to_end(model)
+        return stats

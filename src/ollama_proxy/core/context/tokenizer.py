@@ -1,0 +1,219 @@
+"""The model's own tokenizer, rebuilt from the GGUF metadata that `/api/show` (verbose) returns.
+
+Ollama's runner is llama.cpp, so the goal is llama.cpp's token ids, not the Hugging Face ones: the
+vocabulary, merges and special tokens come from `model_info["tokenizer.ggml.*"]`, the pre-tokenizer
+regexes from llama.cpp's own table (`pretokenizers.py`), and the well-kept `tokenizers` library does the
+work. See /work/shared/reference/token-counting.md for how exact this is per vocabulary.
+
+Pure: takes the already-parsed `model_info` dict. Fetching `/api/show` (0.7-14 MB, 5-220 ms to parse)
+happens in the adapter, once per model digest and off the request path; `TokenizerCache` keeps the
+results.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers
+
+from ollama_proxy.core.context.pretokenizers import pre_tokenizer_for
+
+# GGUF `tokenizer.ggml.token_type` values (llama.cpp `llama_token_type`).
+_UNKNOWN, _CONTROL, _USER_DEFINED, _BYTE = 2, 3, 4, 6
+# llama.cpp matches these whole, before any normalisation, when it parses special tokens.
+_SPECIAL_TYPES = frozenset({_UNKNOWN, _CONTROL, _USER_DEFINED})
+_SPACE_MARK = "\u2581"  # SentencePiece's visible space
+
+
+class TokenizerUnavailable(ValueError):
+    """The metadata cannot give an exact tokenizer (not verbose, or a vocabulary type we do not build)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GgufTokenizer:
+    """A built tokenizer plus the BOS/EOS rules llama.cpp applies on top of it."""
+
+    tokenizer: Tokenizer
+    add_bos: bool
+    add_eos: bool
+    bos_id: int | None
+    eos_id: int | None
+
+    @property
+    def special_count(self) -> int:
+        """Tokens llama.cpp adds around a whole prompt (BOS and/or EOS)."""
+        return int(self.add_bos and self.bos_id is not None) + int(self.add_eos and self.eos_id is not None)
+
+    def encode(self, text: str, *, add_special: bool = True) -> list[int]:
+        """Token ids as `llama_tokenize(text, add_special, parse_special=True)` gives them."""
+        ids: list[int] = self.tokenizer.encode(text, add_special_tokens=False).ids
+        if not add_special:
+            return ids
+        head = [self.bos_id] if self.add_bos and self.bos_id is not None else []
+        tail = [self.eos_id] if self.add_eos and self.eos_id is not None else []
+        return head + ids + tail
+
+    def count(self, text: str) -> int:
+        """Tokens in `text` alone (no BOS/EOS), the unit that chat counting adds up."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        """Like `count` for several texts at once; the library spreads the batch over its threads."""
+        return [len(e.ids) for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+
+def build_tokenizer(model_info: Mapping[str, Any]) -> GgufTokenizer:
+    """Build the tokenizer a model's runner uses from its `/api/show` (verbose) `model_info`.
+
+    Raises TokenizerUnavailable when the arrays are missing (a non-verbose show returns them empty)
+    or the vocabulary type is one we do not reproduce (`bert`, `t5`, unknown `pre` names).
+    """
+    kind = model_info.get("tokenizer.ggml.model")
+    tokens: list[str] = list(model_info.get("tokenizer.ggml.tokens") or ())
+    if not tokens:
+        raise TokenizerUnavailable("model_info has no tokenizer.ggml.tokens (was /api/show called verbose?)")
+    tokens = [t or f"[EMPTY_{i}]" for i, t in enumerate(tokens)]  # as llama.cpp names empty entries
+    types: list[int] = list(model_info.get("tokenizer.ggml.token_type") or ())
+    if kind == "gpt2":
+        tokenizer, add_bos = _byte_level_bpe(model_info, tokens)
+    elif kind == "llama":
+        tokenizer, add_bos = _sentencepiece_bpe(model_info, tokens, types), True
+    elif kind == "gemma4":
+        tokenizer, add_bos = _gemma4_bpe(model_info, tokens), True
+    else:
+        raise TokenizerUnavailable(f"tokenizer.ggml.model {kind!r} is not supported (gpt2, llama, gemma4)")
+    _add_special_tokens(tokenizer, tokens, types)
+    add_bos = bool(model_info.get("tokenizer.ggml.add_bos_token", add_bos))
+    if kind == "gemma4":
+        add_bos = True  # llama.cpp overrides the metadata for Gemma 4 (llama.cpp PR #21500)
+    return GgufTokenizer(
+        tokenizer=tokenizer,
+        add_bos=add_bos,
+        add_eos=bool(model_info.get("tokenizer.ggml.add_eos_token", False)),
+        bos_id=_optional_int(model_info.get("tokenizer.ggml.bos_token_id")),
+        eos_id=_optional_int(model_info.get("tokenizer.ggml.eos_token_id")),
+    )
+
+
+def _vocab(tokens: Iterable[str]) -> dict[str, int]:
+    vocab: dict[str, int] = {}
+    for i, token in enumerate(tokens):
+        vocab.setdefault(token, i)  # a duplicated token keeps its first id
+    return vocab
+
+
+def _split_merges(raw: Iterable[str], vocab: Mapping[str, int]) -> list[tuple[str, str]]:
+    merges = []
+    for merge in raw:
+        # At the first space after position 0: a merge may start with a space-like token (llama.cpp).
+        pos = merge.find(" ", 1)
+        if pos < 0:
+            continue
+        left, right = merge[:pos], merge[pos + 1:]
+        if left in vocab and right in vocab and left + right in vocab:
+            merges.append((left, right))
+    return merges
+
+
+def _byte_level_bpe(model_info: Mapping[str, Any], tokens: list[str]) -> tuple[Tokenizer, bool]:
+    pre_name = model_info.get("tokenizer.ggml.pre")
+    pre = pre_tokenizer_for(pre_name)
+    if pre is None:
+        raise TokenizerUnavailable(f"tokenizer.ggml.pre {pre_name!r} has no known pre-tokenizer")
+    vocab = _vocab(tokens)
+    merges = _split_merges(model_info.get("tokenizer.ggml.merges") or (), vocab)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=pre.ignore_merges))
+    splits: list[pre_tokenizers.PreTokenizer] = [
+        pre_tokenizers.Split(Regex(r), behavior="isolated") for r in pre.regexes]
+    # llama.cpp applies its own regexes, then maps bytes to the GPT-2 alphabet without a regex of its own.
+    splits.append(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(splits)
+    return tokenizer, pre.add_bos
+
+
+def _sentencepiece_bpe(model_info: Mapping[str, Any], tokens: list[str], types: list[int]) -> Tokenizer:
+    """SentencePiece as llama.cpp runs it: greedy merges of the best-scoring pair, bytes as fallback.
+
+    That is BPE whose merge ranks follow the score of the merged token, so the merges are derived
+    from the scores here.
+    """
+    vocab = _vocab(tokens)
+    scores: list[float] = list(model_info.get("tokenizer.ggml.scores") or ())
+    if len(scores) < len(tokens):
+        raise TokenizerUnavailable("model_info has fewer tokenizer.ggml.scores than tokens")
+    ranked: list[tuple[float, int, int, int, str, str]] = []
+    for token, tid in vocab.items():
+        if len(token) < 2 or (types and types[tid] == _BYTE):
+            continue
+        for cut in range(1, len(token)):
+            left, right = token[:cut], token[cut:]
+            lid, rid = vocab.get(left), vocab.get(right)
+            if lid is not None and rid is not None:
+                ranked.append((-scores[tid], tid, lid, rid, left, right))
+    ranked.sort()
+    unk = next((tokens[i] for i, t in enumerate(types) if t == _UNKNOWN), None)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[(r[4], r[5]) for r in ranked],
+                                     unk_token=unk, byte_fallback=True, fuse_unk=True))
+    steps: list[normalizers.Normalizer] = []
+    if model_info.get("tokenizer.ggml.add_space_prefix", True):
+        # llama.cpp prefixes a space to every text fragment that starts the prompt or follows a special
+        # token; the library normalises each fragment between special tokens separately, which matches.
+        steps.append(normalizers.Prepend(_SPACE_MARK))
+    steps.append(normalizers.Replace(" ", _SPACE_MARK))
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    return tokenizer
+
+
+def _gemma4_bpe(model_info: Mapping[str, Any], tokens: list[str]) -> Tokenizer:
+    """Gemma 4: SentencePiece-style BPE over raw UTF-8 with real merges, split only at newlines."""
+    vocab = _vocab(tokens)
+    merges = _split_merges(model_info.get("tokenizer.ggml.merges") or (), vocab)
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, byte_fallback=True))
+    if model_info.get("tokenizer.ggml.add_space_prefix", False):
+        tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend(_SPACE_MARK),
+                                                     normalizers.Replace(" ", _SPACE_MARK)])
+    else:
+        tokenizer.normalizer = normalizers.Replace(" ", _SPACE_MARK)
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("[^\\n]+|[\\n]+"), behavior="isolated")
+    return tokenizer
+
+
+def _add_special_tokens(tokenizer: Tokenizer, tokens: list[str], types: list[int]) -> None:
+    special = [AddedToken(tokens[i], special=True, normalized=False)
+               for i, kind in enumerate(types) if kind in _SPECIAL_TYPES]
+    if special:
+        tokenizer.add_special_tokens(special)
+
+
+def _optional_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass
+class TokenizerCache:
+    """Built tokenizers by model digest, least recently used dropped first (each is 3-133 MB).
+
+    A digest names exact weights, so an entry never goes stale; `None` records that a model has no
+    buildable tokenizer, so the adapter does not fetch `/api/show` for it again.
+    """
+
+    max_entries: int = 4
+    _entries: OrderedDict[str, GgufTokenizer | None] = field(default_factory=OrderedDict)
+
+    def __contains__(self, digest: str) -> bool:
+        return digest in self._entries
+
+    def get(self, digest: str) -> GgufTokenizer | None:
+        entry = self._entries.get(digest)
+        if digest in self._entries:
+            self._entries.move_to_end(digest)
+        return entry
+
+    def put(self, digest: str, tokenizer: GgufTokenizer | None) -> None:
+        self._entries[digest] = tokenizer
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
