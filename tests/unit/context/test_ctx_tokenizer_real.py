@@ -1,0 +1,63 @@
+"""The built tokenizers against llama.cpp's own token ids, on real vocabularies (skipped without them)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import real_tokenizer
+
+from ollama_proxy.core.context import CachedCounter, count_prompt, prompt_parts
+
+# One of each tokenizer family by default; OLLAMA_PROXY_VOCAB_ALL=1 adds the big or similar ones.
+_QUICK = ["llama-spm", "phi-3", "gpt-2", "llama-bpe", "qwen2", "deepseek-coder", "falcon", "starcoder"]
+_MORE = ["qwen35", "deepseek-llm", "command-r", "gemma-4", "mpt", "refact"]
+VOCABS = _QUICK + (_MORE if os.environ.get("OLLAMA_PROXY_VOCAB_ALL") else [])
+
+
+def _cases(directory: Path, name: str) -> list[tuple[str, list[int]]]:
+    base = directory / f"ggml-vocab-{name}.gguf"
+    texts = base.with_name(base.name + ".inp").read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
+    ids = base.with_name(base.name + ".out").read_text(encoding="utf-8").split("\n")
+    return [(text, [int(i) for i in line.split()]) for text, line in zip(texts, ids, strict=False)]
+
+
+@pytest.mark.parametrize("name", VOCABS)
+def test_ids_match_llama_cpp(real_vocab_dir: Path, name: str) -> None:
+    tokenizer = real_tokenizer(name)
+    cases = _cases(real_vocab_dir, name)
+    assert len(cases) > 40
+    wrong = [(text, want, tokenizer.encode(text, add_special=False)) for text, want in cases
+             if tokenizer.encode(text, add_special=False) != want]
+    assert wrong == []
+
+
+@pytest.mark.parametrize(("name", "bos"), [
+    pytest.param("llama-spm", [1], id="spm-adds-bos"),
+    pytest.param("llama-bpe", [128000], id="llama3-adds-bos"),
+    pytest.param("qwen2", [], id="qwen2-no-bos"),
+])
+def test_bos_follows_llama_cpp_defaults(real_vocab_dir: Path, name: str, bos: list[int]) -> None:
+    tokenizer = real_tokenizer(name)
+    ids = tokenizer.encode("Hello world")
+    assert ids[:len(bos)] == bos
+    assert len(ids) == tokenizer.count("Hello world") + len(bos)
+
+
+def test_chat_counted_in_pieces_equals_rendered_prompt(real_vocab_dir: Path) -> None:
+    """Special tokens split first, so pieces plus template tokens add up to the whole rendered prompt."""
+    tokenizer = real_tokenizer("llama-bpe")
+    messages = [{"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "Summarise: the cat sat on the mat.\n\nThanks!"},
+                {"role": "assistant", "content": "  A cat sat. "},
+                {"role": "user", "content": "Now in French, with émojis 🐈?"}]
+    rendered = "<|begin_of_text|>" + "".join(
+        f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content']}<|eot_id|>" for m in messages
+    ) + "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    whole = len(tokenizer.encode(rendered, add_special=False))
+    # Role name and "\n\n" sit between special tokens; they belong to the template overhead.
+    overhead = sum(3 + tokenizer.count(f"{m['role']}") + tokenizer.count("\n\n") for m in messages)
+    overhead += 1 + 2 + tokenizer.count("assistant") + tokenizer.count("\n\n")
+    pieces = count_prompt(prompt_parts({"messages": messages}), exact=CachedCounter(tokenizer.count_many))
+    assert pieces.text_tokens + overhead == whole
