@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import gc
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import ollama
 import pytest
 
 from ollama_proxy.app import bound_port, start
@@ -48,3 +50,24 @@ async def proxy_factory() -> AsyncIterator[Callable[..., Any]]:
 async def proxy(proxy_factory: Callable[..., Any], sim: SimServer) -> str:
     """The proxy in front of one simulator (the foundation's single-backend setup)."""
     return await proxy_factory({"backends": [{"id": "sim", "endpoint": sim.url}]})
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_per_test() -> Iterator[None]:
+    """Leaked sockets warn when collected: collect after each test so the leak is blamed on it."""
+    yield
+    gc.collect()
+
+
+@pytest.fixture
+async def ollama_client() -> AsyncIterator[Callable[[str], ollama.AsyncClient]]:
+    """`ollama.AsyncClient`s for a base URL, closed after the test (an open one leaks its sockets)."""
+    clients: list[ollama.AsyncClient] = []
+
+    def make(host: str) -> ollama.AsyncClient:
+        clients.append(ollama.AsyncClient(host=host))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        await client._client.aclose()

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from ollama_proxy.adapters.backends import BackendPool
 from ollama_proxy.adapters.http.server import build_http_app
+from ollama_proxy.adapters.routing import Router
 from ollama_proxy.config.schema import Config
 
 log = logging.getLogger("ollama_proxy")
@@ -21,7 +22,8 @@ log = logging.getLogger("ollama_proxy")
 
 def build_app(config: Config) -> web.Application:
     pool = BackendPool(config.backends, config.router)
-    app = build_http_app(config, pool)
+    router = Router(config, pool)
+    app = build_http_app(config, pool, router)
 
     async def backends_ctx(_: web.Application) -> AsyncIterator[None]:
         await pool.start()

@@ -15,6 +15,7 @@ from ollama_proxy import __version__
 from ollama_proxy.app import configure_logging, install_fast_loop, serve_forever
 from ollama_proxy.config.load import load_config
 from ollama_proxy.errors import ConfigError
+from ollama_proxy.sim.cli import add_arguments as add_sim_arguments
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -44,13 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_flags(serve)
     _serve_flags(parser)  # so that `ollama-proxy --proxy-port 8080` works without `serve`
 
-    sim = sub.add_parser("simulate", help="run a simulated Ollama server")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=_port, default=11434)
-    sim.add_argument("--models", default="llama3.2,qwen3:4b,nomic-embed-text",
-                     help="comma-separated model names")
-    sim.add_argument("--profile", choices=("npu", "igpu", "nvidia", "cpu"), default="nvidia")
-    sim.add_argument("--time-scale", type=float, default=1.0, help="multiplies every simulated delay")
+    add_sim_arguments(sub.add_parser("simulate", help="run a simulated Ollama server"))
 
     demo = sub.add_parser("demo", help="four simulated backends (npu, igpu, nvidia, cpu) behind the proxy")
     demo.add_argument("--proxy-port", type=_port, default=11435)
@@ -73,11 +68,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "serve"
     try:
         if command == "simulate":
-            from ollama_proxy.sim import SimConfig, run_sim
+            from ollama_proxy.sim import run_sim
+            from ollama_proxy.sim.cli import config_from_args
 
             configure_logging("INFO")
-            run_sim(SimConfig(models=[m.strip() for m in args.models.split(",") if m.strip()],
-                              profile=args.profile, time_scale=args.time_scale), host=args.host, port=args.port)
+            try:
+                sim_config = config_from_args(args)
+            except ValueError as exc:
+                print(f"ollama-proxy simulate: {exc}", file=sys.stderr)
+                return 2
+            run_sim(sim_config, args.host, args.port)
             return 0
         if command == "demo":
             from ollama_proxy.demo import run_demo

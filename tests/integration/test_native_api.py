@@ -23,8 +23,8 @@ async def sim_stats(sim: SimServer) -> dict[str, Any]:
         return await r.json()
 
 
-async def test_list_show_ps_version(proxy: str) -> None:
-    client = ollama.AsyncClient(host=proxy)
+async def test_list_show_ps_version(ollama_client: Any, proxy: str) -> None:
+    client = ollama_client(proxy)
     names = {m.model for m in (await client.list()).models}
     assert {"llama3.2:latest", "qwen3:4b", "nomic-embed-text:latest"} <= names
     shown = await client.show("llama3.2")
@@ -37,8 +37,8 @@ async def test_list_show_ps_version(proxy: str) -> None:
         assert "version" in await r.json()
 
 
-async def test_chat_and_generate_streamed_and_not(proxy: str) -> None:
-    client = ollama.AsyncClient(host=proxy)
+async def test_chat_and_generate_streamed_and_not(ollama_client: Any, proxy: str) -> None:
+    client = ollama_client(proxy)
     reply = await client.chat(model="llama3.2", messages=[{"role": "user", "content": "Hello there"}])
     assert reply.done and reply.message.content and reply.prompt_eval_count
     parts = [p async for p in await client.chat(model="llama3.2", stream=True,
@@ -52,15 +52,15 @@ async def test_chat_and_generate_streamed_and_not(proxy: str) -> None:
     assert chunks[-1].done and chunks[-1].context
 
 
-async def test_embed(proxy: str) -> None:
-    client = ollama.AsyncClient(host=proxy)
+async def test_embed(ollama_client: Any, proxy: str) -> None:
+    client = ollama_client(proxy)
     result = await client.embed(model="nomic-embed-text", input=["first text", "second text"])
     assert len(result.embeddings) == 2
     assert abs(sum(x * x for x in result.embeddings[0]) - 1.0) < 1e-6
 
 
-async def test_unknown_model_stays_404(proxy: str) -> None:
-    client = ollama.AsyncClient(host=proxy)
+async def test_unknown_model_stays_404(ollama_client: Any, proxy: str) -> None:
+    client = ollama_client(proxy)
     with pytest.raises(ollama.ResponseError) as info:
         await client.chat(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
     assert info.value.status_code == 404
@@ -95,18 +95,18 @@ async def test_oversized_body_gets_413(proxy_factory: Any, sim: SimServer) -> No
             assert r.status == 200
 
 
-async def test_unreachable_backend_gets_502_naming_it(proxy_factory: Any) -> None:
+async def test_unreachable_backend_gets_502_naming_it(ollama_client: Any, proxy_factory: Any) -> None:
     url = await proxy_factory({"backends": [{"id": "gone", "endpoint": "http://127.0.0.1:9"}]})
-    client = ollama.AsyncClient(host=url)
+    client = ollama_client(url)
     with pytest.raises(ollama.ResponseError) as info:
         await client.chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}])
     assert info.value.status_code == 502
     assert "gone" in str(info.value)
 
 
-async def test_backend_dying_mid_stream_ends_with_error_line(proxy: str, sim: SimServer) -> None:
+async def test_backend_dying_mid_stream_ends_with_error_line(ollama_client: Any, proxy: str, sim: SimServer) -> None:
     await sim_fault(sim, mode="drop_mid_stream", after_chunks=2, count=1)
-    client = ollama.AsyncClient(host=proxy)
+    client = ollama_client(proxy)
     seen = []
     with pytest.raises(ollama.ResponseError) as info:
         async for part in await client.chat(model="llama3.2", stream=True,

@@ -13,10 +13,12 @@ import logging
 import time
 from typing import Any
 
+from ollama_proxy.adapters.admission_gate import AdmissionGate
 from ollama_proxy.adapters.http.upstream import Upstream
 from ollama_proxy.adapters.tasks import cancel_all, spawn
 from ollama_proxy.config.schema import BackendConfig, RouterConfig
 from ollama_proxy.core.ollama_api import canonical_model
+from ollama_proxy.core.routing.breaker import CircuitBreaker, Outcome
 from ollama_proxy.errors import OllamaProxyError
 
 log = logging.getLogger("ollama_proxy.backends")
@@ -39,8 +41,10 @@ class Backend:
         self.tags: list[dict[str, Any]] = []  # /api/tags entries as the backend reported them
         self.loaded: dict[str, int] = {}  # canonical model -> context_length from /api/ps
         self.ps: list[dict[str, Any]] = []
-        self.in_flight = 0
         self.checked_at = 0.0
+        self.breaker = CircuitBreaker(router.breaker_failures, router.breaker_reset_s)
+        self.gate = AdmissionGate.from_config(config.id, config.characteristics.max_concurrent, router.queue)
+        self._ps_refresh: asyncio.Task[None] | None = None
 
     @property
     def is_ollama(self) -> bool:
@@ -63,10 +67,13 @@ class Backend:
             if self.reachable is not False:
                 log.warning("backend %s unreachable: %s", self.id, exc)
             self.reachable, self.last_error = False, str(exc)
+            self.breaker.record(Outcome.CONNECT_ERROR, time.monotonic())
             return False
         if self.reachable is not True:
             log.info("backend %s reachable at %s", self.id, self.config.endpoint)
         self.reachable, self.last_error = True, None
+        # A health check that answers is the breaker's half-open probe.
+        self.breaker.record(Outcome.SUCCESS, time.monotonic())
         if self.is_ollama and isinstance(answer, dict):
             self.version = str(answer.get("version", ""))
         self.checked_at = time.monotonic()
@@ -98,6 +105,11 @@ class Backend:
         except OllamaProxyError as exc:
             log.debug("refreshing /api/ps on %s failed: %s", self.id, exc)
 
+    def refresh_loaded_soon(self) -> None:
+        """Re-read /api/ps after a response (a load or reload may have happened), at most one at a time."""
+        if self.is_ollama and (self._ps_refresh is None or self._ps_refresh.done()):
+            self._ps_refresh = spawn(self.refresh_loaded(), name=f"ps-{self.id}")
+
     def apply_ps(self, ps: Any) -> None:
         self.ps = list(ps.get("models") or []) if isinstance(ps, dict) else []
         self.loaded = {canonical_model(str(m.get("model") or m.get("name"))): int(m.get("context_length") or 0)
@@ -111,7 +123,6 @@ class Backend:
             "last_error": self.last_error, "version": self.version,
             "models": sorted(self.models) if self.models is not None else None,
             "loaded": [{"model": m, "context_length": ctx} for m, ctx in sorted(self.loaded.items())],
-            "in_flight": self.in_flight,
             "characteristics": c.characteristics.model_dump(),
         }
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -19,18 +19,24 @@ import orjson
 from aiohttp import web
 
 from ollama_proxy.adapters.backends import Backend, BackendPool
+from ollama_proxy.adapters.routing import Router
 from ollama_proxy.adapters.http.errors import error_response, is_openai_path, stream_error_line
 from ollama_proxy.adapters.http.upstream import forwardable_request_headers, forwardable_response_headers
 from ollama_proxy.config.schema import Config
 from ollama_proxy.core.ollama_api import (
     JSON_PATHS,
+    MANAGEMENT_PATHS,
     ContextRoute,
     SizeMode,
     model_of,
     split_context_route,
 )
+from ollama_proxy.core.routing.breaker import Outcome, classify_status
+from ollama_proxy.core.routing.headers import decision_headers, parse_route_headers
+from ollama_proxy.core.routing.select import RoutingDecision
+from ollama_proxy.core.routing.state import RouteRequest
 from ollama_proxy.core.streams import LastLine
-from ollama_proxy.errors import BadRequest, NoBackendAvailable, OllamaProxyError, UpstreamError
+from ollama_proxy.errors import BadRequest, NoBackendAvailable, OllamaProxyError, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger("ollama_proxy.access")
 
@@ -67,13 +73,16 @@ class Exchange:
 
 
 class ProxyHandler:
-    def __init__(self, config: Config, pool: BackendPool) -> None:
+    def __init__(self, config: Config, pool: BackendPool, router: Router) -> None:
         self.config = config
         self.pool = pool
+        self.router = router
+        self._max_failover = config.router.max_failover
+        self._management_default = config.router.default_backend
         self._default_route = SizeMode(config.context.default_route.value)
         self._drop_auth = frozenset({"authorization", "x-api-key"}) if config.server.api_keys else frozenset()
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         exchange = Exchange(
             request_id=request.headers.get("X-Request-ID") or new_request_id(),
             method=request.method,
@@ -100,8 +109,7 @@ class ProxyHandler:
             raise BadRequest(str(exc)) from exc
         if request.method in ("POST", "PUT", "DELETE", "PATCH") and self._is_json_endpoint(exchange.path):
             await self._read_json(request, exchange)
-        candidates = self._candidates(request, exchange)
-        return await self._forward(request, exchange, candidates)
+        return await self._forward(request, exchange)
 
     @staticmethod
     def _is_json_endpoint(path: str) -> bool:
@@ -130,53 +138,57 @@ class ProxyHandler:
         exchange.body, exchange.raw_body = body, raw
         exchange.model = model_of(body)
 
-    def _candidates(self, request: web.Request, exchange: Exchange) -> list[Backend]:
-        enabled = [b for b in self.pool if b.config.enabled]
-        target = request.headers.get("X-Target-Backend")
-        if target:
-            backend = self.pool.get(target)
-            if backend is None:
-                ids = ", ".join(self.pool.backends)
-                raise BadRequest(f"unknown backend {target!r} in X-Target-Backend; configured: {ids}")
-            if backend.reachable is False or not backend.config.enabled:
-                raise NoBackendAvailable(f"backend {target!r} is not available: "
-                                         f"{backend.last_error or 'disabled'}", {target: "unhealthy"})
-            return [backend]
-        if not enabled:
-            raise NoBackendAvailable("no backend is enabled in the configuration")
-        # Reachable before unknown before unreachable; with a model, backends that have it first.
-        def rank(b: Backend) -> tuple[int, int]:
-            has = b.has_model(exchange.model) if exchange.model else None
-            return ({True: 0, None: 1, False: 2}[b.reachable], {True: 0, None: 1, False: 2}[has])
-        return sorted(enabled, key=rank)
+    async def _route(self, request: web.Request, exchange: Exchange) -> tuple[RouteRequest, RoutingDecision]:
+        route_request = parse_route_headers(request.headers, model=exchange.model)
+        if route_request.target is None and exchange.path in MANAGEMENT_PATHS and self._management_default:
+            route_request = replace(route_request, target=self._management_default)
+        decision = self.router.decide(route_request)
+        exchange.headers_out.update(decision_headers(decision))
+        return route_request, decision
 
-    async def _forward(self, request: web.Request, exchange: Exchange,
-                       candidates: list[Backend]) -> web.StreamResponse:
+    async def _forward(self, request: web.Request, exchange: Exchange) -> web.StreamResponse:
+        route_request, decision = await self._route(request, exchange)
         headers = forwardable_request_headers(request.headers, self._drop_auth)
         # A streamed request body (blob upload) can be sent once only: no failover for it.
         streamed_body = exchange.raw_body is None and request.body_exists
-        attempts = candidates[:1] if streamed_body else candidates[:1 + self.config.router.max_failover]
-        last_error: UpstreamError | None = None
-        for index, backend in enumerate(attempts):
-            is_last = index == len(attempts) - 1
-            data: Any = request.content.iter_any() if streamed_body else exchange.raw_body
+        order = [decision.backend_id, *decision.alternatives][:1 if streamed_body else 1 + self._max_failover]
+        last_error: OllamaProxyError | None = None
+        for index, backend_id in enumerate(order):
+            backend = self.pool.backends[backend_id]
+            is_last = index == len(order) - 1
             exchange.backend = backend
-            backend.in_flight += 1
             try:
-                async with backend.upstream.open(request.method, exchange.path, query=request.query_string
-                                                 or None, headers=headers, data=data) as upstream:
-                    if upstream.status >= 500 and not is_last:
-                        detail = (await upstream.read())[:200].decode(errors="replace")
-                        log.warning("%s backend %s answered %d (%s); failing over", exchange.request_id,
-                                    backend.id, upstream.status, detail)
-                        continue
-                    return await self._relay(request, exchange, upstream)
+                async with backend.gate.admit(route_request.priority):
+                    backend.breaker.on_dispatch(time.monotonic())
+                    data: Any = request.content.iter_any() if streamed_body else exchange.raw_body
+                    async with backend.upstream.open(request.method, exchange.path,
+                                                     query=request.query_string or None,
+                                                     headers=headers, data=data) as upstream:
+                        if upstream.status >= 500:
+                            body = await upstream.read()
+                            self.router.record(backend, classify_status(upstream.status, body.decode(
+                                errors="replace")))
+                            if not is_last:
+                                log.warning("%s backend %s answered %d (%s); failing over", exchange.request_id,
+                                            backend.id, upstream.status, body[:200].decode(errors="replace"))
+                                continue
+                        else:
+                            self.router.record(backend, Outcome.SUCCESS)
+                        return await self._relay(request, exchange, upstream)
             except UpstreamError as exc:
                 last_error = exc
+                self.router.record(backend, Outcome.TIMEOUT if isinstance(exc, UpstreamTimeout)
+                                   else Outcome.CONNECT_ERROR)
                 backend.reachable, backend.last_error = False, str(exc)
                 log.warning("%s %s", exchange.request_id, exc)
-            finally:
-                backend.in_flight -= 1
+            except NoBackendAvailable as exc:
+                # Queue full here: another backend may still have room.
+                if exc.status != 429 or is_last:
+                    raise
+                last_error = exc
+            except asyncio.CancelledError:
+                self.router.record(backend, Outcome.CLIENT_GONE)
+                raise
         raise last_error or NoBackendAvailable("no backend could take the request")
 
     async def _relay(self, request: web.Request, exchange: Exchange,

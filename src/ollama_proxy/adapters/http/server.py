@@ -16,6 +16,7 @@ from ollama_proxy import __version__
 from ollama_proxy.adapters.backends import BackendPool
 from ollama_proxy.adapters.http.errors import error_response
 from ollama_proxy.adapters.http.proxy import ProxyHandler
+from ollama_proxy.adapters.routing import Router
 from ollama_proxy.config.schema import Config
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -49,8 +50,8 @@ class AdminEndpoints:
         }, status=200)
 
 
-def build_http_app(config: Config, pool: BackendPool) -> web.Application:
-    proxy = ProxyHandler(config, pool)
+def build_http_app(config: Config, pool: BackendPool, router: Router) -> web.Application:
+    proxy = ProxyHandler(config, pool, router)
     admin = AdminEndpoints(config, pool)
     middlewares = []
     if config.server.api_keys:
@@ -62,7 +63,7 @@ def build_http_app(config: Config, pool: BackendPool) -> web.Application:
     if cors is not None:
         app.on_response_prepare.append(cors.on_prepare)
     app.router.add_get("/health", admin.health)
-    app.router.add_route("*", "/{tail:.*}", proxy)
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
     return app
 
 

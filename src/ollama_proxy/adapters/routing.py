@@ -1,0 +1,125 @@
+"""The router as the server uses it: live pool state in, a `RoutingDecision` out, outcomes back.
+
+It turns the pool's mutable facts into the frozen `BackendView`s that the pure
+`core.routing.select` decides from, holds the efficiency mode the user set (and what `auto`
+resolves to from the system monitor), and records every attempt's outcome in the backend's
+breaker and the learned latency book.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import replace
+from typing import Any
+
+from ollama_proxy.adapters.backends import Backend, BackendPool
+from ollama_proxy.adapters.sysfs.monitor import SystemMonitor
+from ollama_proxy.config.schema import Config
+from ollama_proxy.core.efficiency import effective_mode
+from ollama_proxy.core.modes import EfficiencyMode
+from ollama_proxy.core.routing.breaker import Outcome
+from ollama_proxy.core.routing.latency import LatencyBook
+from ollama_proxy.core.routing.select import RoutingDecision, select_backend
+from ollama_proxy.core.routing.state import BackendView, BreakerState, RouteRequest, ThermalState
+from ollama_proxy.core.thermal import backend_thermal
+from ollama_proxy.errors import NoBackendAvailable
+
+log = logging.getLogger("ollama_proxy.router")
+
+
+class Router:
+    def __init__(self, config: Config, pool: BackendPool, monitor: SystemMonitor | None = None,
+                 *, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.pool = pool
+        self.monitor = monitor
+        self.latency = LatencyBook()
+        self.set_mode = config.router.default_mode
+        self._rng = rng or random.Random()
+
+    def effective_mode(self) -> tuple[EfficiencyMode, str]:
+        """The mode selection uses now and why (`auto` resolves from the machine's state)."""
+        return effective_mode(self.set_mode, self.monitor.auto_state if self.monitor else None)
+
+    def choose_mode(self, mode: EfficiencyMode) -> None:
+        if mode != self.set_mode:
+            log.info("efficiency mode set to %s (was %s)", mode.value, self.set_mode.value)
+        self.set_mode = mode
+
+    def decide(self, request: RouteRequest) -> RoutingDecision:
+        mode, _ = self.effective_mode()
+        views = self.views()
+        try:
+            return select_backend(request, views, mode, rng=self._rng)
+        except NoBackendAvailable:
+            if any(v.enabled and v.healthy and v.breaker is not BreakerState.OPEN for v in views):
+                raise
+        # Every backend failed its last check. Rather than refuse on stale news, try them anyway:
+        # one may be back, and if not the client gets the real connect error (502 naming it).
+        hopeful = [replace(v, healthy=True, breaker=BreakerState.CLOSED) for v in views]
+        return select_backend(request, hopeful, mode, rng=self._rng)
+
+    def views(self) -> list[BackendView]:
+        now = time.monotonic()
+        return [self._view(b, now) for b in self.pool]
+
+    def thermal(self, backend: Backend) -> ThermalState:
+        snapshot = self.monitor.snapshot if self.monitor else None
+        if snapshot is None:
+            return ThermalState()
+        return backend_thermal(backend.config, snapshot, self.config.system).state
+
+    def _view(self, backend: Backend, now: float) -> BackendView:
+        c = backend.config
+        queue = backend.gate.queue
+        return BackendView(
+            id=backend.id, hardware=c.hardware.value, type=c.type, enabled=c.enabled,
+            power_watts=c.characteristics.power_watts, avg_latency_ms=c.characteristics.avg_latency_ms,
+            priority=c.characteristics.priority, max_concurrent=c.characteristics.max_concurrent,
+            healthy=backend.reachable is not False, breaker=backend.breaker.routing_state(now),
+            models=frozenset(backend.models) if backend.models is not None else None,
+            loaded=backend.loaded, in_flight=queue.in_flight, queued=queue.depth_by_level(),
+            latency=self.latency.for_backend(backend.id), thermal=self.thermal(backend),
+        )
+
+    def record(self, backend: Backend, outcome: Outcome) -> None:
+        before = backend.breaker.state(time.monotonic())
+        after = backend.breaker.record(outcome, time.monotonic())
+        if after != before:
+            log.warning("backend %s breaker %s -> %s after %s", backend.id, before.value, after.value,
+                        outcome.value)
+
+    def observe_latency(self, backend: Backend, model: str, *, ttft_ms: float, total_ms: float,
+                        final: dict[str, Any] | None) -> None:
+        tokens_per_s = load_ms = None
+        if final:
+            eval_count, eval_ns = final.get("eval_count"), final.get("eval_duration")
+            if isinstance(eval_count, int) and isinstance(eval_ns, int) and eval_ns > 0:
+                tokens_per_s = eval_count / eval_ns * 1e9
+            load_ns = final.get("load_duration")
+            load_ms = load_ns / 1e6 if isinstance(load_ns, int) else None
+        self.latency.observe(backend.id, model, ttft_ms=ttft_ms, total_ms=total_ms, tokens_per_s=tokens_per_s,
+                             load_ms=load_ms or 0.0)
+
+    def backends_status(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        out = []
+        for backend in self.pool:
+            status = backend.status()
+            thermal = self.thermal(backend)
+            status.update({
+                "breaker": backend.breaker.state(now).value,
+                "consecutive_failures": backend.breaker.consecutive_failures,
+                "queue": dict(zip(("best-effort", "normal", "high", "critical"),
+                                  backend.gate.queue.depth_by_level(), strict=True)),
+                "in_flight": backend.gate.queue.in_flight,
+                "learned_latency": {m: {"ttft_ms": round(s.ttft_ms, 1), "tokens_per_s":
+                                        round(s.tokens_per_s, 1) if s.tokens_per_s else None,
+                                        "samples": s.samples}
+                                    for m, s in self.latency.for_backend(backend.id).items()},
+                "thermal": {"level": thermal.level.value, "temp_c": thermal.temp_c, "reason": thermal.reason},
+            })
+            out.append(status)
+        return out
