@@ -85,7 +85,8 @@ def parse_size_route(segment: str, sizes: Sequence[int]) -> SizeRoute:
     """
     if segment == "auto":
         return "auto"
-    if segment.isdigit() and int(segment) in sizes:
+    # Compared as text: "08192" or full-width digits would pass int() but are not the route we publish.
+    if segment in {str(size) for size in sizes}:
         return int(segment)
     valid = ", ".join(["auto", *map(str, sorted(sizes))])
     raise BadRequest(f"invalid context size {segment!r} in /proxy-context/{{size}}/: use one of {valid}")
