@@ -15,6 +15,7 @@ from aiohttp import web
 from ollama_proxy.adapters.backends import BackendPool
 from ollama_proxy.adapters.http.server import build_http_app
 from ollama_proxy.adapters.routing import Router
+from ollama_proxy.adapters.sysfs.monitor import SystemMonitor
 from ollama_proxy.config.schema import Config
 
 log = logging.getLogger("ollama_proxy")
@@ -22,14 +23,20 @@ log = logging.getLogger("ollama_proxy")
 
 def build_app(config: Config) -> web.Application:
     pool = BackendPool(config.backends, config.router)
-    router = Router(config, pool)
+    monitor = SystemMonitor(config.system)
+    router = Router(config, pool, monitor)
     app = build_http_app(config, pool, router)
+
+    async def system_ctx(_: web.Application) -> AsyncIterator[None]:
+        async with monitor:
+            yield
 
     async def backends_ctx(_: web.Application) -> AsyncIterator[None]:
         await pool.start()
         yield
         await pool.close()
 
+    app.cleanup_ctx.append(system_ctx)
     app.cleanup_ctx.append(backends_ctx)
     return app
 

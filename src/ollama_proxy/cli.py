@@ -37,7 +37,9 @@ def _log_level(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ollama-proxy", description="A drop-in proxy in front of Ollama: per-request context sizing, routing across backends.")
+    parser = argparse.ArgumentParser(
+        prog="ollama-proxy",
+        description="A drop-in proxy in front of Ollama: per-request context sizing, routing across backends.")
     parser.add_argument("--version", action="version", version=f"ollama-proxy {__version__}")
     sub = parser.add_subparsers(dest="command")
 

@@ -120,11 +120,10 @@ async def test_backend_dying_mid_stream_ends_with_error_line(ollama_client: Any,
 
 async def test_upstream_error_status_passes_through(proxy: str, sim: SimServer) -> None:
     await sim_fault(sim, mode="error", status=500, count=1)
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{proxy}/api/chat", json={"model": "llama3.2", "stream": False,
-                                                          "messages": [{"role": "user", "content": "x"}]}) as r:
-            assert r.status == 500
-            assert "error" in await r.json()
+    body = {"model": "llama3.2", "stream": False, "messages": [{"role": "user", "content": "x"}]}
+    async with aiohttp.ClientSession() as session, session.post(f"{proxy}/api/chat", json=body) as r:
+        assert r.status == 500
+        assert "error" in await r.json()
 
 
 async def test_client_disconnect_cancels_upstream(proxy: str, sim: SimServer) -> None:

@@ -23,10 +23,12 @@ from ollama_proxy.core.routing.breaker import Outcome
 from ollama_proxy.core.routing.latency import LatencyBook
 from ollama_proxy.core.routing.select import RoutingDecision, select_backend
 from ollama_proxy.core.routing.state import BackendView, BreakerState, RouteRequest, ThermalState
+from ollama_proxy.core.telemetry import SystemSnapshot
 from ollama_proxy.core.thermal import backend_thermal
 from ollama_proxy.errors import NoBackendAvailable
 
 log = logging.getLogger("ollama_proxy.router")
+_COOL = ThermalState()
 
 
 class Router:
@@ -38,6 +40,8 @@ class Router:
         self.latency = LatencyBook()
         self.set_mode = config.router.default_mode
         self._rng = rng or random.Random()
+        self._thermal_of: SystemSnapshot | None = None
+        self._thermal: dict[str, ThermalState] = {}
 
     def effective_mode(self) -> tuple[EfficiencyMode, str]:
         """The mode selection uses now and why (`auto` resolves from the machine's state)."""
@@ -68,8 +72,12 @@ class Router:
     def thermal(self, backend: Backend) -> ThermalState:
         snapshot = self.monitor.snapshot if self.monitor else None
         if snapshot is None:
-            return ThermalState()
-        return backend_thermal(backend.config, snapshot, self.config.system).state
+            return _COOL
+        if snapshot is not self._thermal_of:  # judged once per sample, not once per request
+            self._thermal = {b.id: backend_thermal(b.config, snapshot, self.config.system).state
+                             for b in self.pool}
+            self._thermal_of = snapshot
+        return self._thermal.get(backend.id, _COOL)
 
     def _view(self, backend: Backend, now: float) -> BackendView:
         c = backend.config

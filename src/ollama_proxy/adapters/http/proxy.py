@@ -19,15 +19,17 @@ import orjson
 from aiohttp import web
 
 from ollama_proxy.adapters.backends import Backend, BackendPool
-from ollama_proxy.adapters.routing import Router
 from ollama_proxy.adapters.http.errors import error_response, is_openai_path, stream_error_line
 from ollama_proxy.adapters.http.upstream import forwardable_request_headers, forwardable_response_headers
+from ollama_proxy.adapters.routing import Router
 from ollama_proxy.config.schema import Config
 from ollama_proxy.core.ollama_api import (
+    AGGREGATE_PATHS,
     JSON_PATHS,
     MANAGEMENT_PATHS,
     ContextRoute,
     SizeMode,
+    canonical_model,
     model_of,
     split_context_route,
 )
@@ -79,6 +81,7 @@ class ProxyHandler:
         self.router = router
         self._max_failover = config.router.max_failover
         self._management_default = config.router.default_backend
+        self._aggregating = sum(b.enabled for b in config.backends) > 1
         self._default_route = SizeMode(config.context.default_route.value)
         self._drop_auth = frozenset({"authorization", "x-api-key"}) if config.server.api_keys else frozenset()
 
@@ -109,7 +112,31 @@ class ProxyHandler:
             raise BadRequest(str(exc)) from exc
         if request.method in ("POST", "PUT", "DELETE", "PATCH") and self._is_json_endpoint(exchange.path):
             await self._read_json(request, exchange)
+        if exchange.path in AGGREGATE_PATHS and request.method == "GET" and self._aggregating \
+                and "X-Target-Backend" not in request.headers:
+            return await self._aggregate(exchange)
         return await self._forward(request, exchange)
+
+    async def _aggregate(self, exchange: Exchange) -> web.Response:
+        """/api/tags and /api/ps over every backend: one model list, each entry saying where it is."""
+        backends = [b for b in self.pool if b.config.enabled]
+        answers = await asyncio.gather(*(b.upstream.get_json(exchange.path, timeout_s=5.0) for b in backends),
+                                       return_exceptions=True)
+        merged: dict[str, dict[str, Any]] = {}
+        for backend, answer in zip(backends, answers, strict=True):
+            if isinstance(answer, BaseException):
+                log.warning("%s %s from %s failed: %s", exchange.request_id, exchange.path, backend.id, answer)
+                continue
+            if exchange.path == "/api/ps":
+                backend.apply_ps(answer)
+            for entry in answer.get("models") or []:
+                key = canonical_model(str(entry.get("model") or entry.get("name")))
+                if key in merged:
+                    merged[key]["backends"].append(backend.id)
+                else:
+                    merged[key] = {**entry, "backend": backend.id, "backends": [backend.id]}
+        return web.json_response({"models": list(merged.values())}, headers=exchange.headers_out,
+                                 dumps=lambda obj: orjson.dumps(obj).decode())
 
     @staticmethod
     def _is_json_endpoint(path: str) -> bool:
@@ -209,7 +236,7 @@ class ProxyHandler:
         while True:
             try:
                 chunk = await content.readany()
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 failure = f"backend {exchange.backend.id!r} broke off the stream: {exc or type(exc).__name__}" \
                     if exchange.backend else str(exc)
                 break

@@ -6,6 +6,7 @@ Built by `ollama_proxy.app` (the composition root), which hands in the objects i
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +19,8 @@ from ollama_proxy.adapters.http.errors import error_response
 from ollama_proxy.adapters.http.proxy import ProxyHandler
 from ollama_proxy.adapters.routing import Router
 from ollama_proxy.config.schema import Config
+from ollama_proxy.core.modes import EfficiencyMode
+from ollama_proxy.core.thermal import thermal_report
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _PUBLIC_PATHS = frozenset({"/health", "/", "/metrics"})
@@ -31,11 +34,41 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 
 class AdminEndpoints:
-    """The proxy's own views: health now; backends, efficiency and thermal as they arrive."""
+    """The proxy's own views: health, backends, efficiency mode, thermal state."""
 
-    def __init__(self, config: Config, pool: BackendPool) -> None:
+    def __init__(self, config: Config, pool: BackendPool, router: Router) -> None:
         self.config = config
         self.pool = pool
+        self.router = router
+
+    async def backends(self, request: web.Request) -> web.Response:
+        mode, reason = self.router.effective_mode()
+        return json_response({"mode": mode.value, "mode_reason": reason, "backends": self.router.backends_status()})
+
+    async def get_efficiency(self, request: web.Request) -> web.Response:
+        mode, reason = self.router.effective_mode()
+        return json_response({"mode": self.router.set_mode.value, "effective_mode": mode.value, "reason": reason,
+                              "modes": [m.value for m in EfficiencyMode]})
+
+    async def set_efficiency(self, request: web.Request) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+            mode = EfficiencyMode.parse(str(body["mode"]))
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            return error_response(request.path, 'expected a JSON body like {"mode": "efficiency"}; modes: '
+                                  + ", ".join(m.value for m in EfficiencyMode), 400)
+        except ValueError as exc:
+            return error_response(request.path, str(exc), 400)
+        self.router.choose_mode(mode)
+        return await self.get_efficiency(request)
+
+    async def thermal(self, request: web.Request) -> web.Response:
+        monitor = self.router.monitor
+        snapshot = monitor.snapshot if monitor else None
+        if snapshot is None:
+            return json_response({"available": False, "reason": "no system sample taken yet"})
+        return json_response(thermal_report(snapshot, list(self.config.backends), self.config.system,
+                                            now=time.monotonic()))
 
     async def health(self, request: web.Request) -> web.Response:
         backends = {b.id: {"reachable": b.reachable, "endpoint": b.config.endpoint, "type": b.config.type,
@@ -52,7 +85,7 @@ class AdminEndpoints:
 
 def build_http_app(config: Config, pool: BackendPool, router: Router) -> web.Application:
     proxy = ProxyHandler(config, pool, router)
-    admin = AdminEndpoints(config, pool)
+    admin = AdminEndpoints(config, pool, router)
     middlewares = []
     if config.server.api_keys:
         middlewares.append(_require_api_key(config.server.api_keys))
@@ -63,6 +96,10 @@ def build_http_app(config: Config, pool: BackendPool, router: Router) -> web.App
     if cors is not None:
         app.on_response_prepare.append(cors.on_prepare)
     app.router.add_get("/health", admin.health)
+    app.router.add_get("/backends", admin.backends)
+    app.router.add_get("/efficiency", admin.get_efficiency)
+    app.router.add_post("/efficiency", admin.set_efficiency)
+    app.router.add_get("/thermal", admin.thermal)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
     return app
 

@@ -7,7 +7,6 @@ Everything above this module sees `UpstreamConnectError` / `UpstreamTimeout` fro
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -123,7 +122,7 @@ class Upstream:
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
                 aiohttp.ClientOSError) as exc:
             raise UpstreamConnectError(self.backend_id, f"cannot reach {self.base_url} ({exc})") from exc
-        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(self.backend_id, f"no answer from {self.base_url} in time") from exc
         except aiohttp.ClientPayloadError as exc:
             raise UpstreamConnectError(self.backend_id, f"connection broke mid-response ({exc})") from exc
