@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,24 @@ def test_chat_counted_in_pieces_equals_rendered_prompt(real_vocab_dir: Path) -> 
     overhead += 1 + 2 + tokenizer.count("assistant") + tokenizer.count("\n\n")
     pieces = count_prompt(prompt_parts({"messages": messages}), exact=CachedCounter(tokenizer.count_many))
     assert pieces.text_tokens + overhead == whole
+
+
+_CHAT_TEXTS = [
+    "<s>hello</s>", "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>",
+    "<|im_start|>user\nhi<|im_end|>\n", "<|endoftext|>x", "<start_of_turn>user\nhey<end_of_turn>\n",
+    "def f(x):\n    return x**2  # ok", '{"a": [1, 2.5, null]}', "  multiple   spaces  ", "",
+]
+
+
+@pytest.mark.parametrize("name", VOCABS)
+def test_special_tokens_and_bos_match_llama_cpp(real_vocab_dir: Path, name: str) -> None:
+    """With chat markers in the text and BOS added, as the runner tokenizes a rendered prompt."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    llm = llama_cpp.Llama(str(real_vocab_dir / f"ggml-vocab-{name}.gguf"), vocab_only=True, verbose=False)
+    tokenizer = real_tokenizer(name)
+    rng = random.Random(3)
+    fuzz = ["".join(rng.choice("ab AB\n\t 1.,!?'-éü日本🦙<>|_{}") for _ in range(rng.randint(1, 40)))
+            for _ in range(100)]
+    wrong = [text for text in _CHAT_TEXTS + fuzz
+             if tokenizer.encode(text) != llm.tokenize(text.encode(), add_bos=True, special=True)]
+    assert wrong == []

@@ -26,6 +26,21 @@ _UNKNOWN, _CONTROL, _USER_DEFINED, _BYTE = 2, 3, 4, 6
 # llama.cpp matches these whole, before any normalisation, when it parses special tokens.
 _SPECIAL_TYPES = frozenset({_UNKNOWN, _CONTROL, _USER_DEFINED})
 _SPACE_MARK = "\u2581"  # SentencePiece's visible space
+# llama.cpp recognises end-of-generation and fill-in-the-middle tokens by their text and treats them as
+# control tokens even where the GGUF marks them normal (llama-vocab.cpp, "auto-detect special tokens by
+# text"); Qwen2's vocabulary has a normal "</s>", for one.
+_CONTROL_BY_TEXT = frozenset({
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+    "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+    "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
+    "<\uff5cend\u2581of\u2581sentence\uff5c>", "[e~[", "<|channel|>", "<|message|>", "<|start|>",
+    "<|constrain|>", "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<\uff5cfim\u2581begin\uff5c>",
+    "<PRE>", "\u2581<PRE>", "<|code_prefix|>", "<|prefix|>", "<|fim_suffix|>", "<fim-suffix>",
+    "<fim_suffix>", "<\uff5cfim\u2581hole\uff5c>", "<SUF>", "\u2581<SUF>", "<|code_suffix|>", "<|suffix|>",
+    "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<\uff5cfim\u2581end\uff5c>", "<MID>", "\u2581<MID>",
+    "<|code_middle|>", "<|middle|>", "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]",
+    "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", "<|file_sep|>",
+})
 
 
 class TokenizerUnavailable(ValueError):
@@ -182,8 +197,11 @@ def _gemma4_bpe(model_info: Mapping[str, Any], tokens: list[str]) -> Tokenizer:
 
 
 def _add_special_tokens(tokenizer: Tokenizer, tokens: list[str], types: list[int]) -> None:
-    special = [AddedToken(tokens[i], special=True, normalized=False)
-               for i, kind in enumerate(types) if kind in _SPECIAL_TYPES]
+    ids = {i for i, kind in enumerate(types) if kind in _SPECIAL_TYPES}
+    ids.update(i for i, token in enumerate(tokens) if token in _CONTROL_BY_TEXT)
+    if "<|tool_response>" in tokens and "</s>" in tokens:
+        ids.discard(tokens.index("</s>"))  # Gemma 4 keeps "</s>" a normal token (llama.cpp)
+    special = [AddedToken(tokens[i], special=True, normalized=False) for i in sorted(ids)]
     if special:
         tokenizer.add_special_tokens(special)
 
