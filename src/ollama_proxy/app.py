@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from ollama_proxy.adapters.backends import BackendPool
+from ollama_proxy.adapters.context import ContextService
 from ollama_proxy.adapters.http.server import build_http_app
 from ollama_proxy.adapters.routing import Router
 from ollama_proxy.adapters.sysfs.monitor import SystemMonitor
@@ -25,7 +26,7 @@ def build_app(config: Config) -> web.Application:
     pool = BackendPool(config.backends, config.router)
     monitor = SystemMonitor(config.system)
     router = Router(config, pool, monitor)
-    app = build_http_app(config, pool, router)
+    app = build_http_app(config, pool, router, ContextService(config.context))
 
     async def system_ctx(_: web.Application) -> AsyncIterator[None]:
         async with monitor:

@@ -39,6 +39,7 @@ class Backend:
         self.version: str | None = None
         self.models: set[str] | None = None  # canonical names; None until discovered
         self.tags: list[dict[str, Any]] = []  # /api/tags entries as the backend reported them
+        self.digests: dict[str, str] = {}  # canonical model -> digest (names the exact tokenizer)
         self.loaded: dict[str, int] = {}  # canonical model -> context_length from /api/ps
         self.ps: list[dict[str, Any]] = []
         self.checked_at = 0.0
@@ -55,6 +56,9 @@ class Backend:
         if self.models is None:
             return None
         return canonical_model(model) in self.models
+
+    def digest_of(self, model: str) -> str | None:
+        return self.digests.get(canonical_model(model))
 
     def loaded_context(self, model: str) -> int | None:
         return self.loaded.get(canonical_model(model))
@@ -94,8 +98,10 @@ class Backend:
         except (OllamaProxyError, AttributeError, TypeError) as exc:
             log.debug("model discovery on %s failed: %s", self.id, exc)
             return
-        self.models = {canonical_model(str(t.get("name") or t.get("model"))) for t in self.tags
-                       if t.get("name") or t.get("model")}
+        named = [(canonical_model(str(t.get("name") or t.get("model"))), t) for t in self.tags
+                 if t.get("name") or t.get("model")]
+        self.models = {name for name, _ in named}
+        self.digests = {name: str(t["digest"]) for name, t in named if t.get("digest")}
 
     async def refresh_loaded(self) -> None:
         if not self.is_ollama:
@@ -140,6 +146,10 @@ class BackendPool:
 
     def get(self, backend_id: str) -> Backend | None:
         return self.backends.get(backend_id)
+
+    def holder_of(self, model: str) -> Backend | None:
+        """A backend known to have `model` (the source of its tokenizer), if any."""
+        return next((b for b in self if b.has_model(model)), None)
 
     async def start(self) -> None:
         for backend in self:

@@ -1,8 +1,10 @@
-"""The forwarding pipeline: read what a decision needs, pick a backend, send, relay back.
+"""The forwarding pipeline: read what a decision needs, size the context, pick a backend, send,
+relay back, learn from the answer.
 
 Hot path rules: the body is parsed only on JSON endpoints (model name, stream flag, context
 sizing), re-encoded only when something in it changed, and response bytes are relayed as they
-arrive without being parsed, except the final line whose metrics feed the learning.
+arrive without being parsed, except the final line whose metrics feed the learning. Translation
+between the OpenAI and native protocols happens only when client and backend speak differently.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,12 +22,15 @@ import orjson
 from aiohttp import web
 
 from ollama_proxy.adapters.backends import Backend, BackendPool
+from ollama_proxy.adapters.context import ContextService, Sizing
+from ollama_proxy.adapters.http.bridges import native_from_openai, openai_from_native
 from ollama_proxy.adapters.http.errors import error_response, is_openai_path, stream_error_line
 from ollama_proxy.adapters.http.upstream import forwardable_request_headers, forwardable_response_headers
 from ollama_proxy.adapters.routing import Router
 from ollama_proxy.config.schema import Config
 from ollama_proxy.core.ollama_api import (
     AGGREGATE_PATHS,
+    INFERENCE_PATHS,
     JSON_PATHS,
     MANAGEMENT_PATHS,
     ContextRoute,
@@ -33,10 +39,12 @@ from ollama_proxy.core.ollama_api import (
     model_of,
     split_context_route,
 )
+from ollama_proxy.core.openai.requests import TRANSLATORS, NativeRequest
+from ollama_proxy.core.openai.responses import find_model, models_list
+from ollama_proxy.core.openai.reverse_requests import REVERSE_TRANSLATORS, is_load_only
+from ollama_proxy.core.openai.reverse_responses import load_only_reply, tags_from_models
 from ollama_proxy.core.routing.breaker import Outcome, classify_status
 from ollama_proxy.core.routing.headers import decision_headers, parse_route_headers
-from ollama_proxy.core.routing.select import RoutingDecision
-from ollama_proxy.core.routing.state import RouteRequest
 from ollama_proxy.core.streams import LastLine
 from ollama_proxy.errors import BadRequest, NoBackendAvailable, OllamaProxyError, UpstreamError, UpstreamTimeout
 
@@ -44,9 +52,11 @@ log = logging.getLogger("ollama_proxy.access")
 
 # Responses with a known length up to this size are read whole and sent in one write.
 _BUFFER_LIMIT = 1 << 20
-_CHAT_DONE = b'"done":true'
+_DONE = b'"done":true'
 # Generate and chat streams end with a `done: true` line; a stream without one was cut short.
 _DONE_TERMINATED = frozenset({"/api/generate", "/api/chat"})
+_V1_MODELS = "/v1/models"
+_CONTROL_TIMEOUT_S = 5.0
 
 
 def new_request_id() -> str:
@@ -64,9 +74,12 @@ class Exchange:
     body: dict[str, Any] | None = None
     raw_body: bytes | None = None
     model: str | None = None
+    native: NativeRequest | None = None  # the OpenAI request as a native call, for Ollama backends
+    sizing: Sizing | None = None
     backend: Backend | None = None
     status: int = 0
     headers_out: dict[str, str] = field(default_factory=dict)
+    first_byte: float | None = None
     failure: str | None = None
 
     @property
@@ -75,15 +88,16 @@ class Exchange:
 
 
 class ProxyHandler:
-    def __init__(self, config: Config, pool: BackendPool, router: Router) -> None:
+    def __init__(self, config: Config, pool: BackendPool, router: Router, context: ContextService) -> None:
         self.config = config
         self.pool = pool
         self.router = router
+        self.context = context
+        self._default_route = SizeMode(config.context.default_route.value)
+        self._drop_auth = frozenset({"authorization", "x-api-key"}) if config.server.api_keys else frozenset()
         self._max_failover = config.router.max_failover
         self._management_default = config.router.default_backend
         self._aggregating = sum(b.enabled for b in config.backends) > 1
-        self._default_route = SizeMode(config.context.default_route.value)
-        self._drop_auth = frozenset({"authorization", "x-api-key"}) if config.server.api_keys else frozenset()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         exchange = Exchange(
@@ -110,37 +124,22 @@ class ProxyHandler:
             exchange.route = split_context_route(request.path, self.config.context.sizes, self._default_route)
         except ValueError as exc:
             raise BadRequest(str(exc)) from exc
-        if request.method in ("POST", "PUT", "DELETE", "PATCH") and self._is_json_endpoint(exchange.path):
+        path = exchange.path
+        if request.method in ("POST", "PUT", "DELETE", "PATCH") and (path in JSON_PATHS or is_openai_path(path)):
             await self._read_json(request, exchange)
-        if exchange.path in AGGREGATE_PATHS and request.method == "GET" and self._aggregating \
-                and "X-Target-Backend" not in request.headers:
-            return await self._aggregate(exchange)
+        if request.method == "GET" and "X-Target-Backend" not in request.headers:
+            if path == _V1_MODELS or path.startswith(_V1_MODELS + "/"):
+                return await self._openai_models(exchange)
+            if path in AGGREGATE_PATHS and self._aggregating:
+                return await self._aggregate(exchange)
+        body = exchange.body
+        if body is not None and path in TRANSLATORS:
+            exchange.native = TRANSLATORS[path](body)
+        if exchange.route.mode is not SizeMode.PASSTHROUGH and exchange.model and body is not None and (
+                exchange.native is not None or path in INFERENCE_PATHS):
+            counted = exchange.native.body if exchange.native else body
+            exchange.sizing = self.context.count(exchange.model, counted, self.pool.holder_of(exchange.model))
         return await self._forward(request, exchange)
-
-    async def _aggregate(self, exchange: Exchange) -> web.Response:
-        """/api/tags and /api/ps over every backend: one model list, each entry saying where it is."""
-        backends = [b for b in self.pool if b.config.enabled]
-        answers = await asyncio.gather(*(b.upstream.get_json(exchange.path, timeout_s=5.0) for b in backends),
-                                       return_exceptions=True)
-        merged: dict[str, dict[str, Any]] = {}
-        for backend, answer in zip(backends, answers, strict=True):
-            if isinstance(answer, BaseException):
-                log.warning("%s %s from %s failed: %s", exchange.request_id, exchange.path, backend.id, answer)
-                continue
-            if exchange.path == "/api/ps":
-                backend.apply_ps(answer)
-            for entry in answer.get("models") or []:
-                key = canonical_model(str(entry.get("model") or entry.get("name")))
-                if key in merged:
-                    merged[key]["backends"].append(backend.id)
-                else:
-                    merged[key] = {**entry, "backend": backend.id, "backends": [backend.id]}
-        return web.json_response({"models": list(merged.values())}, headers=exchange.headers_out,
-                                 dumps=lambda obj: orjson.dumps(obj).decode())
-
-    @staticmethod
-    def _is_json_endpoint(path: str) -> bool:
-        return path in JSON_PATHS or is_openai_path(path)
 
     async def _read_json(self, request: web.Request, exchange: Exchange) -> None:
         limit = self.config.server.max_body_bytes
@@ -153,7 +152,7 @@ class ProxyHandler:
             raise BadRequest(f"request body exceeds the proxy's limit of {limit} bytes "
                              "(server.max_body_bytes)", 413) from exc
         if not raw.strip():
-            if exchange.path in ("/api/delete",) or request.method != "POST":
+            if request.method != "POST" or exchange.path == "/api/delete":
                 return
             raise BadRequest("missing request body")
         try:
@@ -165,16 +164,15 @@ class ProxyHandler:
         exchange.body, exchange.raw_body = body, raw
         exchange.model = model_of(body)
 
-    async def _route(self, request: web.Request, exchange: Exchange) -> tuple[RouteRequest, RoutingDecision]:
-        route_request = parse_route_headers(request.headers, model=exchange.model)
+    async def _forward(self, request: web.Request, exchange: Exchange) -> web.StreamResponse:
+        sizing = exchange.sizing
+        required = self.context.required(sizing, exchange.path, exchange.body or {}) if sizing else None
+        route_request = parse_route_headers(request.headers, model=exchange.model, context_tokens=required)
         if route_request.target is None and exchange.path in MANAGEMENT_PATHS and self._management_default:
             route_request = replace(route_request, target=self._management_default)
         decision = self.router.decide(route_request)
         exchange.headers_out.update(decision_headers(decision))
-        return route_request, decision
 
-    async def _forward(self, request: web.Request, exchange: Exchange) -> web.StreamResponse:
-        route_request, decision = await self._route(request, exchange)
         headers = forwardable_request_headers(request.headers, self._drop_auth)
         # A streamed request body (blob upload) can be sent once only: no failover for it.
         streamed_body = exchange.raw_body is None and request.body_exists
@@ -184,12 +182,15 @@ class ProxyHandler:
             backend = self.pool.backends[backend_id]
             is_last = index == len(order) - 1
             exchange.backend = backend
+            exchange.headers_out["X-Backend-Used"] = backend.id
             try:
                 async with backend.gate.admit(route_request.priority):
+                    send = await self._prepare(request, exchange, backend, streamed_body)
+                    if isinstance(send, web.StreamResponse):
+                        return send
+                    path, data, relay = send
                     backend.breaker.on_dispatch(time.monotonic())
-                    data: Any = request.content.iter_any() if streamed_body else exchange.raw_body
-                    async with backend.upstream.open(request.method, exchange.path,
-                                                     query=request.query_string or None,
+                    async with backend.upstream.open(request.method, path, query=request.query_string or None,
                                                      headers=headers, data=data) as upstream:
                         if upstream.status >= 500:
                             body = await upstream.read()
@@ -201,7 +202,8 @@ class ProxyHandler:
                                 continue
                         else:
                             self.router.record(backend, Outcome.SUCCESS)
-                        return await self._relay(request, exchange, upstream)
+                        exchange.first_byte = time.perf_counter()
+                        return await relay(request, exchange, upstream)
             except UpstreamError as exc:
                 last_error = exc
                 self.router.record(backend, Outcome.TIMEOUT if isinstance(exc, UpstreamTimeout)
@@ -218,14 +220,58 @@ class ProxyHandler:
                 raise
         raise last_error or NoBackendAvailable("no backend could take the request")
 
+    async def _prepare(self, request: web.Request, exchange: Exchange, backend: Backend, streamed_body: bool
+                       ) -> tuple[str, Any, Callable[..., Any]] | web.StreamResponse:
+        """What to send to this backend (path, body) and how to relay its answer back."""
+        path, body = exchange.path, exchange.body
+        if not backend.is_ollama and path in REVERSE_TRANSLATORS and body is not None:
+            return self._prepare_for_openai_backend(exchange, backend)
+        if not backend.is_ollama and not is_openai_path(path):
+            raise BadRequest(f"backend {backend.id!r} is an OpenAI-type server: it has no {path}", 501)
+        relay: Callable[..., Any] = self._relay
+        if backend.is_ollama and exchange.native is not None:
+            native = exchange.native
+            path, body = native.path, dict(native.body)
+
+            async def relay(request: web.Request, exchange: Exchange, upstream: aiohttp.ClientResponse
+                            ) -> web.StreamResponse:
+                return await openai_from_native(request, upstream, native.context, exchange.headers_out,
+                                                self._final_hook(exchange), backend.id)
+        if exchange.sizing is not None and backend.is_ollama and body is not None:
+            body = dict(body)
+            decision = await self.context.size(exchange.sizing, backend, path, body, exchange.route.size)
+            exchange.headers_out.update(decision.headers())
+        if streamed_body:
+            return path, request.content.iter_any(), relay
+        changed = body is not exchange.body
+        return path, orjson.dumps(body) if changed else exchange.raw_body, relay
+
+    def _prepare_for_openai_backend(self, exchange: Exchange, backend: Backend
+                                    ) -> tuple[str, Any, Callable[..., Any]] | web.StreamResponse:
+        call = REVERSE_TRANSLATORS[exchange.path](exchange.body)
+        if is_load_only(call.context.kind, exchange.body or {}):
+            return web.json_response(load_only_reply(call.context, time.time()), headers=exchange.headers_out)
+
+        async def relay(request: web.Request, exchange: Exchange, upstream: aiohttp.ClientResponse
+                        ) -> web.StreamResponse:
+            return await native_from_openai(request, upstream, call.context, exchange.headers_out,
+                                            self._final_hook(exchange), backend.id)
+
+        return call.path, orjson.dumps(call.body), relay
+
     async def _relay(self, request: web.Request, exchange: Exchange,
                      upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        """Bytes through, untouched; only the last line is looked at, once the stream has ended."""
         headers = forwardable_response_headers(upstream.headers)
         headers.update(exchange.headers_out)
         length = upstream.content_length
-        if length is not None and length <= _BUFFER_LIMIT and "chunked" not in upstream.headers.get(
-                "Transfer-Encoding", ""):
+        # Error bodies are small (and may already have been read to decide on failover).
+        if upstream.status >= 400 or (length is not None and length <= _BUFFER_LIMIT and "chunked" not in
+                                      upstream.headers.get("Transfer-Encoding", "")):
             body = await upstream.read()
+            if upstream.status == 200 and exchange.path in INFERENCE_PATHS:
+                final = _json_object(body)
+                headers.update(self._final_hook(exchange)(final))
             return web.Response(status=upstream.status, body=body, headers=headers)
 
         response = web.StreamResponse(status=upstream.status, headers=headers)
@@ -237,25 +283,106 @@ class ProxyHandler:
             try:
                 chunk = await content.readany()
             except (TimeoutError, aiohttp.ClientError) as exc:
-                failure = f"backend {exchange.backend.id!r} broke off the stream: {exc or type(exc).__name__}" \
-                    if exchange.backend else str(exc)
+                failure = f"backend {exchange.backend.id if exchange.backend else '?'!r} broke off the stream: " \
+                          f"{exc or type(exc).__name__}"
                 break
             if not chunk:
                 break
             tail.feed(chunk)
             await response.write(chunk)
-        sse = "text/event-stream" in upstream.headers.get("Content-Type", "")
-        if failure is None and upstream.status == 200 and exchange.path in _DONE_TERMINATED and tail.chunks_seen:
+        if upstream.status == 200 and exchange.path in _DONE_TERMINATED and tail.chunks_seen:
             last = tail.line()
-            if _CHAT_DONE not in last.replace(b" ", b"") and b'"error"' not in last:
+            final = _json_object(last) if _DONE in last.replace(b" ", b"") else None
+            if final is None and failure is None and b'"error"' not in last:
                 failure = f"backend {exchange.backend.id if exchange.backend else '?'!r} ended the stream " \
                           "without a final done line"
+            self._final_hook(exchange)(final)
         if failure is not None:
             exchange.failure = failure
+            if exchange.backend is not None:
+                self.router.record(exchange.backend, Outcome.CONNECT_ERROR)
             log.warning("%s %s", exchange.request_id, failure)
+            sse = "text/event-stream" in upstream.headers.get("Content-Type", "")
             await response.write(stream_error_line(failure, sse))
         await response.write_eof()
         return response
+
+    def _final_hook(self, exchange: Exchange) -> Callable[[dict[str, Any] | None], dict[str, str]]:
+        """Learn from a finished inference: latency, calibration, truncation, residency."""
+
+        def on_final(final: dict[str, Any] | None) -> dict[str, str]:
+            backend = exchange.backend
+            if backend is None:
+                return {}
+            extra: dict[str, str] = {}
+            now = time.perf_counter()
+            if exchange.model and final is not None:
+                ttft_ms = ((exchange.first_byte or now) - exchange.started) * 1000
+                self.router.observe_latency(backend, exchange.model, ttft_ms=ttft_ms,
+                                            total_ms=(now - exchange.started) * 1000, final=final)
+                if exchange.sizing is not None and backend.is_ollama:
+                    truncation = self.context.observe(exchange.sizing, final, backend)
+                    if truncation:
+                        extra["X-Proxy-Context-Truncated"] = (
+                            f"prompt_eval_count={final.get('prompt_eval_count')} "
+                            f"counted={exchange.sizing.count.tokens}")
+            backend.refresh_loaded_soon()
+            return extra
+
+        return on_final
+
+    async def _aggregate(self, exchange: Exchange) -> web.Response:
+        """/api/tags and /api/ps over every backend: one model list, each entry saying where it is."""
+        merged: dict[str, dict[str, Any]] = {}
+        for backend, answer in await self._ask_all(exchange.path):
+            if exchange.path == "/api/ps" and backend.is_ollama:
+                backend.apply_ps(answer)
+            for entry in answer.get("models") or []:
+                key = canonical_model(str(entry.get("model") or entry.get("name")))
+                if key in merged:
+                    merged[key]["backends"].append(backend.id)
+                else:
+                    merged[key] = {**entry, "backend": backend.id, "backends": [backend.id]}
+        return _json(200, {"models": list(merged.values())}, exchange.headers_out)
+
+    async def _openai_models(self, exchange: Exchange) -> web.Response:
+        """/v1/models over every backend (Ollama's own answers `data: null` when empty; SDKs choke)."""
+        tags: dict[str, Any] = {"models": []}
+        seen: set[str] = set()
+        for _, answer in await self._ask_all("/api/tags"):
+            for entry in answer.get("models") or []:
+                key = canonical_model(str(entry.get("name") or entry.get("model")))
+                if key not in seen:
+                    seen.add(key)
+                    tags["models"].append(entry)
+        if exchange.path == _V1_MODELS:
+            return _json(200, models_list(tags), exchange.headers_out)
+        wanted = exchange.path[len(_V1_MODELS) + 1:]
+        found = find_model(tags, wanted)
+        if found is None:
+            return error_response(exchange.path, f"model '{wanted}' not found", 404, headers=exchange.headers_out)
+        return _json(200, found, exchange.headers_out)
+
+    async def _ask_all(self, path: str) -> list[tuple[Backend, dict[str, Any]]]:
+        """A control-plane GET on every enabled backend, in the backend's own protocol."""
+        backends = [b for b in self.pool if b.config.enabled]
+
+        async def ask(backend: Backend) -> dict[str, Any]:
+            if backend.is_ollama or path != "/api/tags":
+                answer = await backend.upstream.get_json(path, timeout_s=_CONTROL_TIMEOUT_S)
+                return answer if isinstance(answer, dict) else {}
+            if path == "/api/ps":
+                return {"models": []}
+            return tags_from_models(await backend.upstream.get_json(_V1_MODELS, timeout_s=_CONTROL_TIMEOUT_S))
+
+        answers = await asyncio.gather(*(ask(b) for b in backends), return_exceptions=True)
+        out = []
+        for backend, answer in zip(backends, answers, strict=True):
+            if isinstance(answer, BaseException):
+                log.warning("%s from %s failed: %s", path, backend.id, answer)
+            else:
+                out.append((backend, answer))
+        return out
 
     def _error(self, exchange: Exchange, exc: OllamaProxyError) -> web.Response:
         status = getattr(exc, "status", 500)
@@ -272,3 +399,16 @@ class ProxyHandler:
                  exchange.route.path, exchange.model or "-", exchange.backend.id if exchange.backend else "-",
                  exchange.status, elapsed_ms,
                  f" error={exchange.failure!r}" if exchange.failure else (f" ({note})" if note else ""))
+
+
+def _json_object(payload: bytes) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _json(status: int, body: Any, headers: dict[str, str]) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from ollama_proxy import __version__
 from ollama_proxy.adapters.backends import BackendPool
+from ollama_proxy.adapters.context import ContextService
 from ollama_proxy.adapters.http.errors import error_response
 from ollama_proxy.adapters.http.proxy import ProxyHandler
 from ollama_proxy.adapters.routing import Router
@@ -83,8 +84,8 @@ class AdminEndpoints:
         }, status=200)
 
 
-def build_http_app(config: Config, pool: BackendPool, router: Router) -> web.Application:
-    proxy = ProxyHandler(config, pool, router)
+def build_http_app(config: Config, pool: BackendPool, router: Router, context: ContextService) -> web.Application:
+    proxy = ProxyHandler(config, pool, router, context)
     admin = AdminEndpoints(config, pool, router)
     middlewares = []
     if config.server.api_keys:

@@ -1,0 +1,154 @@
+"""The context engine as the server uses it: count a request's prompt, pick `num_ctx` on the chosen
+backend, learn from what Ollama reports back.
+
+The decisions are `core.context`'s; this module gathers their inputs without slowing requests:
+model facts come from `/api/show` once per backend and model, the exact tokenizer is built from
+verbose `/api/show` in the background (off the event loop) and used from the next request on,
+and until then counts are calibrated estimates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from ollama_proxy.adapters.backends import Backend
+from ollama_proxy.adapters.tasks import spawn
+from ollama_proxy.config.schema import ContextConfig
+from ollama_proxy.core.context.calibration import Calibrator, Truncation, detect_truncation
+from ollama_proxy.core.context.counting import CachedCounter, PromptCount, count_prompt, prompt_parts
+from ollama_proxy.core.context.model_facts import trained_context_length
+from ollama_proxy.core.context.sizing import SizeDecision, choose_num_ctx, reply_tokens
+from ollama_proxy.core.context.tokenizer import TokenizerUnavailable, build_tokenizer
+from ollama_proxy.core.ollama_api import canonical_model
+from ollama_proxy.errors import OllamaProxyError
+
+log = logging.getLogger("ollama_proxy.context")
+
+SHOW_TIMEOUT_S = 5.0
+# The verbose /api/show body can be many MB: allow it time, but it never blocks a request.
+VERBOSE_SHOW_TIMEOUT_S = 60.0
+_EMBED_PATHS = frozenset({"/api/embed", "/api/embeddings", "/v1/embeddings"})
+
+
+@dataclass(slots=True)
+class Sizing:
+    """One request's count and the size chosen for it; kept on the exchange to check the answer."""
+
+    model: str
+    count: PromptCount
+    decision: SizeDecision | None = None
+
+
+class ContextService:
+    def __init__(self, config: ContextConfig) -> None:
+        self.config = config
+        self.calibrator = Calibrator(truncation_ratio=config.truncation_ratio)
+        self._trained_max: dict[tuple[str, str], int | None] = {}
+        self._counters: dict[str, CachedCounter | None] = {}  # by digest; None = cannot be built
+        self._building: set[str] = set()
+        self.truncations = 0
+        self.decisions = 0
+
+    def count(self, model: str, body: dict[str, Any], backend_hint: Backend | None) -> Sizing:
+        """Count the prompt with the best method available right now (never waits on the network)."""
+        key = canonical_model(model)
+        counter = self._counter_for(key, backend_hint)
+        count = count_prompt(prompt_parts(body), exact=counter, estimate=self.calibrator.estimate(key),
+                             overhead=self.calibrator.overhead(key))
+        return Sizing(key, count)
+
+    def required(self, sizing: Sizing, path: str, body: dict[str, Any]) -> int:
+        """Tokens the request needs, before any backend is chosen (routing prefers one that fits)."""
+        return choose_num_ctx(self.config, input_tokens=sizing.count.tokens, reply=self._reply(path, body),
+                              count_method=sizing.count.method).required
+
+    @staticmethod
+    def _reply(path: str, body: dict[str, Any]) -> int | None:
+        return 0 if path in _EMBED_PATHS else reply_tokens(body)
+
+    async def size(self, sizing: Sizing, backend: Backend, path: str, body: dict[str, Any],
+                   forced: int | None) -> SizeDecision:
+        """Choose `num_ctx` for this backend and write it into `body["options"]`."""
+        model_max = await self._model_max(backend, sizing.model)
+        decision = choose_num_ctx(
+            self.config, input_tokens=sizing.count.tokens,
+            reply=self._reply(path, body), count_method=sizing.count.method,
+            model_max=model_max, loaded_context=backend.loaded_context(sizing.model), forced_size=forced)
+        options = body.get("options")
+        body["options"] = {**options, "num_ctx": decision.num_ctx} if isinstance(options, dict) else \
+            {"num_ctx": decision.num_ctx}
+        # Ollama loads (or keeps) the runner at this size: remember it now so the next request reuses
+        # it even before /api/ps is read again.
+        backend.loaded[sizing.model] = min(decision.num_ctx, model_max) if model_max else decision.num_ctx
+        sizing.decision = decision
+        self.decisions += 1
+        if decision.exceeds_largest:
+            log.warning("Request may exceed largest available context! model=%s backend=%s %s",
+                        sizing.model, backend.id, decision.detail)
+        log.debug("num_ctx=%d for %s on %s: %s (%s)", decision.num_ctx, sizing.model, backend.id,
+                  decision.reason.value, decision.detail)
+        return decision
+
+    def observe(self, sizing: Sizing, final: dict[str, Any], backend: Backend) -> Truncation | None:
+        """Learn from the final response line; returns the truncation if Ollama cut the prompt."""
+        evaluated = final.get("prompt_eval_count")
+        if not isinstance(evaluated, int):
+            return None
+        num_ctx = sizing.decision.num_ctx if sizing.decision else None
+        self.calibrator.observe(sizing.model, sizing.count, evaluated, num_ctx)
+        truncation = detect_truncation(sizing.count.tokens, evaluated, self.config.truncation_ratio)
+        if truncation:
+            self.truncations += 1
+            log.warning("Ollama evaluated fewer prompt tokens than were sent: model=%s backend=%s counted=%d "
+                        "prompt_eval_count=%d num_ctx=%s (%s)", sizing.model, backend.id, sizing.count.tokens,
+                        evaluated, num_ctx, sizing.count.method.value)
+            return truncation
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        return {"decisions": self.decisions, "truncations_detected": self.truncations,
+                "exact_tokenizers": sorted(d for d, c in self._counters.items() if c is not None)}
+
+    async def _model_max(self, backend: Backend, model: str) -> int | None:
+        key = (backend.id, model)
+        if key not in self._trained_max:
+            try:
+                shown = await backend.upstream.get_json("/api/show", method="POST", body={"model": model},
+                                                        timeout_s=SHOW_TIMEOUT_S)
+                self._trained_max[key] = trained_context_length(shown.get("model_info") or {})
+            except (OllamaProxyError, AttributeError) as exc:
+                # Unknown stays unknown for this request; Ollama caps num_ctx itself anyway.
+                log.debug("no model facts for %s on %s: %s", model, backend.id, exc)
+                return None
+        return self._trained_max[key]
+
+    def _counter_for(self, model: str, backend: Backend | None) -> CachedCounter | None:
+        if not self.config.exact_tokenizer or backend is None or not backend.is_ollama:
+            return None
+        digest = backend.digest_of(model)
+        if digest is None:
+            return None
+        if digest in self._counters:
+            return self._counters[digest]
+        if digest not in self._building:
+            self._building.add(digest)
+            spawn(self._build_counter(backend, model, digest), name=f"tokenizer-{model}")
+        return None
+
+    async def _build_counter(self, backend: Backend, model: str, digest: str) -> None:
+        try:
+            shown = await backend.upstream.get_json("/api/show", method="POST",
+                                                    body={"model": model, "verbose": True},
+                                                    timeout_s=VERBOSE_SHOW_TIMEOUT_S)
+            tokenizer = await asyncio.to_thread(build_tokenizer, shown.get("model_info") or {})
+        except (OllamaProxyError, TokenizerUnavailable, AttributeError) as exc:
+            log.info("no exact tokenizer for %s (%s); using calibrated estimates", model, exc)
+            self._counters[digest] = None
+        else:
+            log.info("exact tokenizer ready for %s (digest %s)", model, digest[:12])
+            self._counters[digest] = CachedCounter(tokenizer.count_many)
+        finally:
+            self._building.discard(digest)
