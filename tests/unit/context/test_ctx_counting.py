@@ -91,6 +91,7 @@ def test_growing_chat_tokenizes_only_new_messages() -> None:
     second = count_prompt(prompt_parts({"messages": longer}), exact=counter)
     assert words.seen == ["alpha beta", "gamma", "delta epsilon zeta"]
     assert (first.text_tokens, second.text_tokens) == (3, 6)
+    assert counter.uncached_chars(["gamma", "new text"]) == len("new text")
     fresh = count_prompt(prompt_parts({"messages": longer}), exact=CachedCounter(WordCounter()))
     assert fresh == second
 
