@@ -102,7 +102,7 @@ class CachedCounter:
 
     def uncached_chars(self, texts: Sequence[str]) -> int:
         """Characters `count` would have to tokenize: the adapter runs big ones off the event loop
-        (about 3 microseconds per token on two cores; the library releases the GIL)."""
+        (about 3 microseconds per token on two cores; the batch encoder it uses releases the GIL)."""
         return sum(len(t) for t in texts if t not in self._counts)
 
     def count(self, texts: Sequence[str]) -> int:
