@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import gc
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import ollama
@@ -50,13 +49,6 @@ async def proxy_factory() -> AsyncIterator[Callable[..., Any]]:
 async def proxy(proxy_factory: Callable[..., Any], sim: SimServer) -> str:
     """The proxy in front of one simulator (the foundation's single-backend setup)."""
     return await proxy_factory({"backends": [{"id": "sim", "endpoint": sim.url}]})
-
-
-@pytest.fixture(autouse=True)
-def _collect_garbage_per_test() -> Iterator[None]:
-    """Leaked sockets warn when collected: collect after each test so the leak is blamed on it."""
-    yield
-    gc.collect()
 
 
 @pytest.fixture

@@ -33,7 +33,8 @@ Try:
   curl -s {url}/health | python3 -m json.tool
   curl -s {url}/api/tags
   curl -s {url}/api/chat -d '{{"model": "llama3.2", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
-  curl -si {url}/proxy-context/auto/api/generate -d '{{"model": "llama3.2", "prompt": "Why is the sky blue?", "stream": false}}'
+  curl -si {url}/proxy-context/auto/api/generate \\
+       -d '{{"model": "llama3.2", "prompt": "Why is the sky blue?", "stream": false}}'
   curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{{"model": "llama3.2", "messages": [{{"role": "user", "content": "Hi"}}]}}'
   OLLAMA_HOST={url} ollama run llama3.2        # the real ollama CLI, if you have it

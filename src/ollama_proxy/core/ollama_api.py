@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 
 # Paths whose POST body is a JSON object (Ollama answers 400 to malformed JSON on these).
 JSON_PATHS = frozenset({
@@ -77,8 +78,17 @@ def model_of(body: dict[str, object]) -> str | None:
     return model if isinstance(model, str) and model else None
 
 
+@lru_cache(maxsize=4096)
 def canonical_model(name: str) -> str:
-    """`llama3.2` and `llama3.2:latest` are one model to Ollama; compare names in this form."""
+    """The one form in which the proxy compares model names.
+
+    Ollama treats `llama3` and `llama3:latest` as the same model, matches names case-insensitively
+    and fills in the default registry and `library/` namespace (reference 1.2). Cached: a handful
+    of names is compared on every request.
+    """
     name = name.strip().lower()
-    last = name.rsplit("/", 1)[-1]
-    return name if ":" in last else name + ":latest"
+    for prefix in ("registry.ollama.ai/", "library/"):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    # The tag follows the last path segment; a colon before a slash is a registry port.
+    return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"

@@ -9,7 +9,6 @@ import pytest
 from ollama_proxy.core.context import (
     loaded_contexts,
     model_digests,
-    normalize_model_name,
     trained_context_length,
 )
 
@@ -26,17 +25,6 @@ from ollama_proxy.core.context import (
 ])
 def test_trained_context_length(model_info: dict[str, Any], expected: int | None) -> None:
     assert trained_context_length(model_info) == expected
-
-
-@pytest.mark.parametrize(("name", "expected"), [
-    pytest.param("llama3.2", "llama3.2:latest", id="untagged"),
-    pytest.param("qwen3:4b", "qwen3:4b", id="tagged"),
-    pytest.param("registry.local:5000/team/model", "registry.local:5000/team/model:latest",
-                 id="port-not-tag"),
-    pytest.param("team/model:q4", "team/model:q4", id="namespaced"),
-])
-def test_normalize_model_name(name: str, expected: str) -> None:
-    assert normalize_model_name(name) == expected
 
 
 def test_loaded_contexts() -> None:

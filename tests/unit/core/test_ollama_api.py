@@ -40,6 +40,7 @@ def test_wants_stream(path: str, body: dict[str, object], expected: bool) -> Non
 @pytest.mark.parametrize(("name", "canonical"), [
     ("llama3.2", "llama3.2:latest"), ("Llama3.2:Latest", "llama3.2:latest"), ("qwen3:4b", "qwen3:4b"),
     ("hf.co/org/model", "hf.co/org/model:latest"), ("localhost:5000/m", "localhost:5000/m:latest"),
+    ("registry.ollama.ai/library/llama3", "llama3:latest"), ("team/model:q4", "team/model:q4"),
 ])
 def test_canonical_model(name: str, canonical: str) -> None:
     assert canonical_model(name) == canonical

@@ -57,6 +57,7 @@ _DONE = b'"done":true'
 _DONE_TERMINATED = frozenset({"/api/generate", "/api/chat"})
 _V1_MODELS = "/v1/models"
 _CONTROL_TIMEOUT_S = 5.0
+_LOAD_NOTICEABLE_NS = 50_000_000
 
 
 def new_request_id() -> str:
@@ -326,7 +327,9 @@ class ProxyHandler:
                         extra["X-Proxy-Context-Truncated"] = (
                             f"prompt_eval_count={final.get('prompt_eval_count')} "
                             f"counted={exchange.sizing.count.tokens}")
-            backend.refresh_loaded_soon()
+            if final is not None and exchange.model and (
+                    backend.loaded_context(exchange.model) is None or _loaded_a_model(final)):
+                backend.refresh_loaded_soon()
             return extra
 
         return on_final
@@ -399,6 +402,13 @@ class ProxyHandler:
                  exchange.route.path, exchange.model or "-", exchange.backend.id if exchange.backend else "-",
                  exchange.status, elapsed_ms,
                  f" error={exchange.failure!r}" if exchange.failure else (f" ({note})" if note else ""))
+
+
+def _loaded_a_model(final: dict[str, Any]) -> bool:
+    """Ollama reports time spent getting a runner: more than a blink means a load or reload happened,
+    so /api/ps is worth reading again (on a warm model it is not)."""
+    load_ns = final.get("load_duration")
+    return isinstance(load_ns, int) and load_ns > _LOAD_NOTICEABLE_NS
 
 
 def _json_object(payload: bytes) -> dict[str, Any] | None:

@@ -28,7 +28,6 @@ from ollama_proxy.core.context.counting import (
 from ollama_proxy.core.context.model_facts import (
     loaded_contexts,
     model_digests,
-    normalize_model_name,
     trained_context_length,
 )
 from ollama_proxy.core.context.sizing import (
@@ -71,7 +70,6 @@ __all__ = [
     "detect_truncation",
     "loaded_contexts",
     "model_digests",
-    "normalize_model_name",
     "parse_size_route",
     "prompt_parts",
     "reply_tokens",

@@ -12,11 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-
-def normalize_model_name(name: str) -> str:
-    """`llama3` and `llama3:latest` are the same model; `/api/ps` and `/api/tags` use the tagged form."""
-    last = name.rsplit("/", 1)[-1]
-    return name if ":" in last else f"{name}:latest"
+from ollama_proxy.core.ollama_api import canonical_model
 
 
 def trained_context_length(model_info: Mapping[str, Any]) -> int | None:
@@ -50,7 +46,7 @@ def loaded_contexts(ps: Mapping[str, Any]) -> dict[str, int]:
         for key in ("model", "name"):
             name = entry.get(key)
             if isinstance(name, str) and name:
-                loaded[normalize_model_name(name)] = context
+                loaded[canonical_model(name)] = context
     return loaded
 
 
@@ -66,5 +62,5 @@ def model_digests(tags: Mapping[str, Any]) -> dict[str, str]:
         for key in ("model", "name"):
             name = entry.get(key)
             if isinstance(name, str) and name:
-                digests[normalize_model_name(name)] = entry["digest"]
+                digests[canonical_model(name)] = entry["digest"]
     return digests

@@ -12,6 +12,7 @@ import struct
 from datetime import datetime
 from typing import Any
 
+from ollama_proxy.core.ollama_api import canonical_model
 from ollama_proxy.core.openai.errors import openai_error
 from ollama_proxy.core.openai.messages import tool_call_to_openai
 from ollama_proxy.core.openai.requests import ReplyContext, RequestKind
@@ -123,16 +124,11 @@ def models_list(tags: dict[str, Any]) -> dict[str, Any]:
 
 def find_model(tags: dict[str, Any], model_id: str) -> dict[str, Any] | None:
     """The model object for `/v1/models/{model_id}`, matching with or without the `:latest` tag."""
-    wanted = _canonical(model_id)
+    wanted = canonical_model(model_id)
     for entry in tags.get("models") or []:
-        if _canonical(entry.get("name") or entry.get("model") or "") == wanted:
+        if canonical_model(entry.get("name") or entry.get("model") or "") == wanted:
             return model_object(entry)
     return None
-
-
-def _canonical(name: str) -> str:
-    name = name.lower()
-    return name if ":" in name.rpartition("/")[2] else f"{name}:latest"
 
 
 def unix_time(rfc3339: Any) -> int:

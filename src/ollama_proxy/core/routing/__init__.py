@@ -1,6 +1,6 @@
 """Multi-backend routing decisions, one concept per module:
 
-    state.py     BackendView, RouteRequest, ThermalState, BreakerState, normalise_model
+    state.py     BackendView, RouteRequest, ThermalState, BreakerState
     breaker.py   CircuitBreaker, Outcome, classify_status
     latency.py   LatencyBook (learned latency), estimate_latency_ms
     weights.py   Weights per efficiency mode, header shifts

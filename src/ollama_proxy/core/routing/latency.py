@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ollama_proxy.core.admission import Priority
-from ollama_proxy.core.routing.state import BackendView, LatencyStats, normalise_model
+from ollama_proxy.core.ollama_api import canonical_model
+from ollama_proxy.core.routing.state import BackendView, LatencyStats
 
 DEFAULT_ALPHA = 0.3
 # Slot hold time assumed before any request on the backend has finished.
@@ -56,7 +57,7 @@ class LatencyBook:
         subtracted from both times.
         """
         per_model = self._stats.setdefault(backend_id, {})
-        key = normalise_model(model)
+        key = canonical_model(model)
         load_ms = max(0.0, load_ms)
         stats = updated(per_model.get(key), ttft_ms=max(0.0, ttft_ms - load_ms),
                         total_ms=max(0.0, total_ms - load_ms), tokens_per_s=tokens_per_s, alpha=self.alpha)
@@ -64,7 +65,7 @@ class LatencyBook:
         return stats
 
     def get(self, backend_id: str, model: str) -> LatencyStats | None:
-        return self._stats.get(backend_id, {}).get(normalise_model(model))
+        return self._stats.get(backend_id, {}).get(canonical_model(model))
 
     def for_backend(self, backend_id: str) -> dict[str, LatencyStats]:
         return dict(self._stats.get(backend_id, {}))

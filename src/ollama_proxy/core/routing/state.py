@@ -13,25 +13,10 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from ollama_proxy.core.admission import Priority
+from ollama_proxy.core.ollama_api import canonical_model
 
 # Media types where a stall is audible or visible: treated as latency-critical.
 REALTIME_MEDIA = frozenset({"audio", "video", "voice", "realtime"})
-
-
-def normalise_model(name: str) -> str:
-    """Canonical form for comparing model names across backends.
-
-    Ollama treats `llama3` and `llama3:latest` as the same model, matches names case-insensitively,
-    and fills in the default registry and `library/` namespace (reference 1.2).
-    """
-    name = name.strip().lower()
-    for prefix in ("registry.ollama.ai/", "library/"):
-        if name.startswith(prefix):
-            name = name[len(prefix):]
-    # The tag follows the last path segment; a colon before a slash is a registry port.
-    if ":" not in name.rsplit("/", 1)[-1]:
-        name += ":latest"
-    return name
 
 
 class BreakerState(StrEnum):
@@ -95,11 +80,11 @@ class BackendView:
 
     def __post_init__(self) -> None:
         if self.models is not None:
-            object.__setattr__(self, "models", frozenset(normalise_model(m) for m in self.models))
+            object.__setattr__(self, "models", frozenset(canonical_model(m) for m in self.models))
         object.__setattr__(self, "loaded", MappingProxyType(
-            {normalise_model(m): ctx for m, ctx in self.loaded.items()}))
+            {canonical_model(m): ctx for m, ctx in self.loaded.items()}))
         object.__setattr__(self, "latency", MappingProxyType(
-            {normalise_model(m): s for m, s in self.latency.items()}))
+            {canonical_model(m): s for m, s in self.latency.items()}))
 
     def has_model(self, model: str) -> bool | None:
         """True or False when known; None when the backend has not reported its models yet.
@@ -135,7 +120,7 @@ class RouteRequest:
 
     def __post_init__(self) -> None:
         if self.model is not None:
-            object.__setattr__(self, "model", normalise_model(self.model))
+            object.__setattr__(self, "model", canonical_model(self.model))
 
     @property
     def wants_low_latency(self) -> bool:
