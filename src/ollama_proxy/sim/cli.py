@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="multiplies every delay (0: instant)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reply-tokens", default="5,40", help="MIN,MAX length of a natural reply in tokens")
     parser.add_argument("--num-parallel", type=int, default=1, help="OLLAMA_NUM_PARALLEL")
     parser.add_argument("--max-queue", type=int, default=512, help="OLLAMA_MAX_QUEUE")
     parser.add_argument("--max-loaded-models", type=int, default=3, help="OLLAMA_MAX_LOADED_MODELS")
@@ -31,9 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    try:
+        low, high = (int(part) for part in args.reply_tokens.split(","))
+    except ValueError:
+        raise ValueError(f"--reply-tokens expects MIN,MAX such as 5,40, got {args.reply_tokens!r}") from None
     return SimConfig(models=models, profile=args.profile, time_scale=args.time_scale, seed=args.seed,
                      num_parallel=args.num_parallel, max_queue=args.max_queue,
-                     max_loaded_models=args.max_loaded_models, default_num_ctx=args.default_num_ctx)
+                     max_loaded_models=args.max_loaded_models, default_num_ctx=args.default_num_ctx,
+                     reply_tokens=(low, high))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -151,12 +151,17 @@ class SimConfig:
     version: str = "0.33.0-rc2"
     # Names /api/pull can fetch; None means any name.
     pullable: Collection[str] | None = None
+    # How long a natural reply runs (tokens, inclusive range) before the model stops by itself;
+    # benchmarks raise it to get long streams.
+    reply_tokens: tuple[int, int] = (5, 40)
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ValueError(f"unknown profile {self.profile!r}; choose one of {', '.join(PROFILES)}")
         if self.time_scale < 0:
             raise ValueError(f"time_scale must be >= 0, got {self.time_scale}")
+        if not 1 <= self.reply_tokens[0] <= self.reply_tokens[1]:
+            raise ValueError(f"reply_tokens must be a range MIN,MAX with 1 <= MIN <= MAX, got {self.reply_tokens}")
         for name, value in (("max_queue", self.max_queue), ("num_parallel", self.num_parallel),
                             ("max_loaded_models", self.max_loaded_models),
                             ("default_num_ctx", self.default_num_ctx)):

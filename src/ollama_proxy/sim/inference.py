@@ -137,7 +137,7 @@ async def generation(state: SimState, turn: Turn) -> AsyncIterator[Generation]:
         else:
             budget = generation_budget(turn.options.get("num_predict"), settings.num_ctx, prompt_tokens,
                                        settings.shift)
-            reply = plan_reply(seed, turn.model.name, text, budget)
+            reply = plan_reply(seed, turn.model.name, text, budget, state.config.reply_tokens)
             eval_count = len(reply.pieces)
         yield Generation(state, lease, prompt_tokens, reply, eval_count)
     finally:

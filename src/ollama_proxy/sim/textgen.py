@@ -59,10 +59,10 @@ def _rng(*key: object) -> random.Random:
     return random.Random("\x1f".join(str(k) for k in key))
 
 
-def plan_reply(seed: int, model: str, prompt: str, budget: int) -> Reply:
-    """A 5-40 token sentence chosen by the prompt, cut at `budget` tokens (done_reason "length")."""
+def plan_reply(seed: int, model: str, prompt: str, budget: int, lengths: tuple[int, int] = (5, 40)) -> Reply:
+    """A sentence of `lengths` tokens chosen by the prompt, cut at `budget` tokens (done_reason "length")."""
     rng = _rng(seed, model, prompt)
-    length = rng.randint(5, 40)
+    length = rng.randint(*lengths)
     words = [rng.choice(_WORDS) for _ in range(length - 1)]
     pieces = [words[0].capitalize()] + [f" {w}" for w in words[1:]] + ["."]
     if budget < len(pieces):
