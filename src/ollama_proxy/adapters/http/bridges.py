@@ -89,6 +89,7 @@ async def openai_from_native(request: web.Request, upstream: aiohttp.ClientRespo
             await response.write(translator.close())
             break
     on_final(final)
+    _drop_if_failed(upstream, final)
     await response.write_eof()
     return response
 
@@ -134,5 +135,17 @@ async def native_from_openai(request: web.Request, upstream: aiohttp.ClientRespo
         if not chunk:
             break
     on_final(final)
+    _drop_if_failed(upstream, final)
     await response.write_eof()
     return response
+
+
+def _drop_if_failed(upstream: aiohttp.ClientResponse, final: dict[str, Any] | None) -> None:
+    """Close, rather than pool, the connection behind a stream that never finished.
+
+    Its state is unknown, and llama.cpp resets the connection behind its empty over-long-prompt
+    stream a moment later: pooled, it would fail the next request as "connection reset by peer"
+    and count against a healthy backend.
+    """
+    if final is None:
+        upstream.close()
