@@ -97,3 +97,9 @@ def test_upstream_flag_with_backend_list_is_ambiguous(tmp_path: Path) -> None:
 def test_api_keys_are_masked_in_repr(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "server: {api_keys: [s3cret]}"), environ={})
     assert "s3cret" not in repr(config.server)
+
+
+@pytest.mark.parametrize("example", sorted((Path(__file__).parents[3] / "examples").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_examples_are_valid(example: Path) -> None:
+    assert load_config(example, environ={}).backends
