@@ -41,6 +41,9 @@ class Router:
         self.set_mode = config.router.default_mode
         self._rng = rng or random.Random()
         self._thermal_of: SystemSnapshot | None = None
+        enabled = [b for b in pool if b.config.enabled]
+        self._single = enabled[0] if len(pool.backends) == 1 and enabled else None
+        self._single_cached: RoutingDecision | None = None
         self._thermal: dict[str, ThermalState] = {}
 
     def effective_mode(self) -> tuple[EfficiencyMode, str]:
@@ -54,6 +57,10 @@ class Router:
 
     def decide(self, request: RouteRequest) -> RoutingDecision:
         mode, _ = self.effective_mode()
+        if self._single is not None and request.target is None and request.max_latency_ms is None \
+                and request.max_power_watts is None:
+            # One backend and nothing to check against it: there is no choice to compute.
+            return self._single_decision(self._single, mode)
         views = self.views()
         try:
             return select_backend(request, views, mode, rng=self._rng)
@@ -64,6 +71,15 @@ class Router:
         # one may be back, and if not the client gets the real connect error (502 naming it).
         hopeful = [replace(v, healthy=True, breaker=BreakerState.CLOSED) for v in views]
         return select_backend(request, hopeful, mode, rng=self._rng)
+
+    def _single_decision(self, backend: Backend, mode: EfficiencyMode) -> RoutingDecision:
+        c = backend.config.characteristics
+        if self._single_cached is None or self._single_cached.mode is not mode:
+            self._single_cached = RoutingDecision(
+                backend_id=backend.id, alternatives=(), estimated_latency_ms=c.avg_latency_ms,
+                estimated_power_w=c.power_watts, reason=f"{mode.value}: the only configured backend",
+                mode=mode, scores={}, excluded={})
+        return self._single_cached
 
     def views(self) -> list[BackendView]:
         now = time.monotonic()
