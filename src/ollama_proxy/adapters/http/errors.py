@@ -10,18 +10,19 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                 404: "not_found_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+from ollama_proxy.core.openai.errors import openai_error
+from ollama_proxy.core.openai.sse import encode_event
 
 
 def is_openai_path(path: str) -> bool:
-    return path.startswith("/v1/")
+    return path.startswith("/v1/") or path == "/v1"
 
 
 def error_body(path: str, message: str, status: int, **extra: Any) -> dict[str, Any]:
     if is_openai_path(path):
-        return {"error": {"message": message, "type": _OPENAI_TYPES.get(status, "api_error"),
-                          "param": None, "code": extra.pop("code", None), **extra}}
+        body = openai_error(message, status)[1]
+        body["error"].update(extra)
+        return body
     return {"error": message, **extra}
 
 
@@ -37,6 +38,5 @@ def error_response(path: str, message: str, status: int, *, headers: Mapping[str
 def stream_error_line(message: str, sse: bool) -> bytes:
     """The last thing a failed stream says, so it never just stops."""
     if sse:
-        return b"data: " + orjson.dumps({"error": {"message": message, "type": "api_error",
-                                                   "param": None, "code": None}}) + b"\n\n"
+        return encode_event(openai_error(message, 502)[1])
     return orjson.dumps({"error": message}) + b"\n"
