@@ -17,7 +17,7 @@ from typing import Any
 from ollama_proxy.adapters.backends import Backend
 from ollama_proxy.adapters.tasks import spawn
 from ollama_proxy.config.schema import ContextConfig
-from ollama_proxy.core.context.calibration import Calibrator, Truncation, detect_truncation
+from ollama_proxy.core.context.calibration import Calibrator, Truncation, judge_truncation
 from ollama_proxy.core.context.counting import CachedCounter, PromptCount, count_prompt, prompt_parts
 from ollama_proxy.core.context.model_facts import trained_context_length
 from ollama_proxy.core.context.sizing import SizeDecision, choose_num_ctx, reply_tokens
@@ -99,7 +99,7 @@ class ContextService:
             return None
         num_ctx = sizing.decision.num_ctx if sizing.decision else None
         self.calibrator.observe(sizing.model, sizing.count, evaluated, num_ctx)
-        truncation = detect_truncation(sizing.count.tokens, evaluated, self.config.truncation_ratio)
+        truncation = judge_truncation(sizing.count, evaluated, num_ctx, self.config.truncation_ratio)
         if truncation:
             self.truncations += 1
             log.warning("Ollama evaluated fewer prompt tokens than were sent: model=%s backend=%s counted=%d "

@@ -31,8 +31,9 @@ from ollama_proxy.core.context.counting import (
 _MIN_CHARS_PER_TOKEN, _MAX_CHARS_PER_TOKEN = 0.5, 16.0
 # Prompts this small are mostly template overhead: their ratio says little about the text.
 _MIN_LEARN_CHARS, _MIN_LEARN_TOKENS = 64, 16
-# Truncation leaves at most the window (message dropping) and at least about half of it (token-level);
-# an estimated count that came back below this share of num_ctx cannot have been cut.
+# Truncation keeps at least about half the window (token-level) or drops whole messages until the rest
+# fits (message-level, usually far more than this share): an estimated count that came back below this
+# share of num_ctx was not cut, the estimate was high.
 _TRUNCATION_ZONE = 0.4
 _DEFAULT_OVERHEAD = TemplateOverhead()
 
@@ -64,6 +65,25 @@ def detect_truncation(sent_tokens: int, prompt_eval_count: int, ratio: float) ->
         description = (f"Ollama evaluated {prompt_eval_count} of about {sent_tokens} prompt tokens "
                        f"({share:.0%})")
     return Truncation(truncated, sent_tokens, prompt_eval_count, description)
+
+
+def judge_truncation(count: PromptCount, prompt_eval_count: int, num_ctx: int | None,
+                     ratio: float) -> Truncation:
+    """Whether the request counted as `count` and sent with `num_ctx` was truncated by Ollama.
+
+    An exact count is compared as it is (`detect_truncation`). An estimate can be off by more than
+    `1 - ratio` either way (chars/4 above all), so a short answer is taken for truncation only where a
+    cut was possible: Ollama evaluated a good share of the window (token-level truncation keeps about
+    half of it, dropping old messages usually more), or the estimate itself did not fit the window.
+    """
+    verdict = detect_truncation(count.tokens, prompt_eval_count, ratio)
+    if not verdict or count.method is CountMethod.EXACT or num_ctx is None:
+        return verdict
+    if count.tokens >= num_ctx or prompt_eval_count >= _TRUNCATION_ZONE * num_ctx:
+        return verdict
+    return Truncation(False, count.tokens, prompt_eval_count,
+                      f"Ollama evaluated {prompt_eval_count} of about {count.tokens} prompt tokens: the "
+                      f"{count.method.value} estimate was high (the {num_ctx} window was far from full)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +158,7 @@ class Calibrator:
 
     def _observe_ratio(self, model: str, count: PromptCount, prompt_eval_count: int,
                        num_ctx: int | None) -> Observation:
-        in_zone = num_ctx is None or prompt_eval_count >= _TRUNCATION_ZONE * num_ctx
-        if in_zone and detect_truncation(count.tokens, prompt_eval_count, self._truncation_ratio):
+        if judge_truncation(count, prompt_eval_count, num_ctx, self._truncation_ratio):
             return Observation(False, "may be truncated")
         text_tokens = prompt_eval_count - count.overhead_tokens
         if count.chars < _MIN_LEARN_CHARS or text_tokens < _MIN_LEARN_TOKENS:
