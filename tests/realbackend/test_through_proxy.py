@@ -83,8 +83,6 @@ async def test_sdk_models(sdk: openai.AsyncOpenAI) -> None:
     assert (await sdk.models.retrieve(MODEL)).id == MODEL
     with pytest.raises(openai.NotFoundError):
         await sdk.models.retrieve("no-such-model")
-    with pytest.raises(openai.NotFoundError):
-        await sdk.chat.completions.create(model="no-such-model", messages=MESSAGES, max_tokens=2)
 
 
 @pytest.mark.xfail(strict=True, reason="ProxyHandler._relay passes llama.cpp's empty 200 SSE stream through "

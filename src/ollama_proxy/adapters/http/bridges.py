@@ -89,7 +89,6 @@ async def openai_from_native(request: web.Request, upstream: aiohttp.ClientRespo
             await response.write(translator.close())
             break
     on_final(final)
-    _drop_if_failed(upstream, final)
     await response.write_eof()
     return response
 
@@ -127,7 +126,10 @@ async def native_from_openai(request: web.Request, upstream: aiohttp.ClientRespo
             if not chunk:
                 # llama.cpp answers an over-long streamed prompt with an empty 200 stream: close()
                 # turns "no finish at all" into an error line.
-                lines += translator.close(now)
+                ending = translator.close(now)
+                if ending and "error" in ending[-1]:
+                    _forget_connection(upstream)
+                lines += ending
         for line in lines:
             if line.get("done"):
                 final = line
@@ -135,17 +137,21 @@ async def native_from_openai(request: web.Request, upstream: aiohttp.ClientRespo
         if not chunk:
             break
     on_final(final)
-    _drop_if_failed(upstream, final)
     await response.write_eof()
     return response
 
 
-def _drop_if_failed(upstream: aiohttp.ClientResponse, final: dict[str, Any] | None) -> None:
-    """Close, rather than pool, the connection behind a stream that never finished.
+def _forget_connection(upstream: aiohttp.ClientResponse) -> None:
+    """Close the connection behind a stream that ended without finishing, so it is not reused.
 
-    Its state is unknown, and llama.cpp resets the connection behind its empty over-long-prompt
-    stream a moment later: pooled, it would fail the next request as "connection reset by peer"
-    and count against a healthy backend.
+    llama.cpp resets the connection behind its empty over-long-prompt stream a moment after the
+    stream ended cleanly; pooled, it fails the next request as "connection reset by peer", which
+    counts against a healthy backend. aiohttp hands a connection back to its pool at end of file,
+    before the reader sees b"", so `upstream.close()` no longer reaches it: the transport itself
+    is closed (the pool skips closed ones). Call it before the next await, while no other request
+    is likely to have picked the connection up.
     """
-    if final is None:
-        upstream.close()
+    protocol = getattr(upstream, "_protocol", None)  # aiohttp 3.x keeps it after the release
+    if protocol is not None:
+        protocol.close()
+    upstream.close()
