@@ -240,10 +240,8 @@ async def test_fixed_route_sets_that_size_and_changes_nothing_else(setup: Any, p
     pytest.param("-2048", id="negative"),
     pytest.param("2048.0", id="float"),
     pytest.param("", id="empty"),
-    pytest.param("08192", id="leading-zero",
-                 marks=pytest.mark.xfail(reason="split_context_route accepts anything int() parses", strict=True)),
-    pytest.param("8_192", id="underscore",
-                 marks=pytest.mark.xfail(reason="split_context_route accepts anything int() parses", strict=True)),
+    pytest.param("08192", id="leading-zero"),
+    pytest.param("8_192", id="underscore"),
 ])
 async def test_bad_sizes_get_400_listing_the_valid_ones(setup: Any, segment: str) -> None:
     sim, url = await setup()

@@ -54,14 +54,11 @@ def split_context_route(path: str, sizes: tuple[int, ...], default: SizeMode) ->
     upstream_path = "/" + rest
     if spec == "auto":
         return ContextRoute(SizeMode.AUTO, upstream_path)
-    try:
-        size = int(spec)
-    except ValueError:
-        size = None
-    if size not in sizes:
-        valid = ", ".join(str(s) for s in sizes)
-        raise ValueError(f"invalid context size {spec!r} in {CONTEXT_PREFIX}{spec}/: "
-                         f"use 'auto' or one of {valid}")
+    # Compared as text: "08192", "8_192" or full-width digits pass int() but are not the route we publish.
+    if spec not in {str(s) for s in sizes}:
+        valid = ", ".join(["auto", *map(str, sizes)])
+        raise ValueError(f"invalid context size {spec!r} in {CONTEXT_PREFIX}{{size}}/: use one of {valid}")
+    size = int(spec)
     return ContextRoute(SizeMode.FIXED, upstream_path, size)
 
 

@@ -8,33 +8,10 @@ without it they skip.
 
 from __future__ import annotations
 
-import functools
-import os
 from pathlib import Path
 
 import pytest
-from gguf_vocab import read_model_info
-
-from ollama_proxy.core.context import GgufTokenizer, build_tokenizer
-
-VOCAB_DIR_ENV = "OLLAMA_PROXY_VOCAB_DIR"
-
-
-def vocab_dir() -> Path | None:
-    """The directory named by OLLAMA_PROXY_VOCAB_DIR if it holds ggml-vocab files, else None."""
-    value = os.environ.get(VOCAB_DIR_ENV)
-    if not value:
-        return None
-    path = Path(value)
-    return path if any(path.glob("ggml-vocab-*.gguf")) else None
-
-
-@functools.cache
-def real_tokenizer(name: str) -> GgufTokenizer:
-    """The tokenizer built from `ggml-vocab-{name}.gguf`, built once per test session."""
-    directory = vocab_dir()
-    assert directory is not None
-    return build_tokenizer(read_model_info(directory / f"ggml-vocab-{name}.gguf"))
+from gguf_vocab import VOCAB_DIR_ENV, vocab_dir
 
 
 @pytest.fixture

@@ -7,9 +7,13 @@ little-endian: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md).
 
 from __future__ import annotations
 
+import functools
+import os
 import struct
 from pathlib import Path
 from typing import Any
+
+from ollama_proxy.core.context import GgufTokenizer, build_tokenizer
 
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
@@ -63,3 +67,23 @@ def read_model_info(path: Path) -> dict[str, Any]:
     info.pop("general.name", None)
     info.pop("tokenizer.chat_template", None)
     return info
+
+
+VOCAB_DIR_ENV = "OLLAMA_PROXY_VOCAB_DIR"
+
+
+def vocab_dir() -> Path | None:
+    """The directory named by OLLAMA_PROXY_VOCAB_DIR if it holds ggml-vocab files, else None."""
+    value = os.environ.get(VOCAB_DIR_ENV)
+    if not value:
+        return None
+    path = Path(value)
+    return path if any(path.glob("ggml-vocab-*.gguf")) else None
+
+
+@functools.cache
+def real_tokenizer(name: str) -> GgufTokenizer:
+    """The tokenizer built from `ggml-vocab-{name}.gguf`, built once per test session."""
+    directory = vocab_dir()
+    assert directory is not None
+    return build_tokenizer(read_model_info(directory / f"ggml-vocab-{name}.gguf"))

@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 
 from ollama_proxy.config.schema import ContextConfig
-from ollama_proxy.core.context import CountMethod, SizeReason, choose_num_ctx, parse_size_route, reply_tokens
-from ollama_proxy.errors import BadRequest
+from ollama_proxy.core.context import CountMethod, SizeReason, choose_num_ctx, reply_tokens
 
 # Overhead 100 + margin 200 + reply 0: required = input + 300.
 POLICY = ContextConfig(system_overhead_tokens=100, safety_margin_tokens=200, default_reply_tokens=1024)
@@ -80,28 +79,6 @@ def test_headers_explain_and_warn() -> None:
     assert "X-Proxy-Context-Warning" not in small
 
 
-@pytest.mark.parametrize(("segment", "expected"), [
-    pytest.param("auto", "auto", id="auto"),
-    pytest.param("8192", 8192, id="size"),
-    pytest.param("2048", 2048, id="smallest"),
-])
-def test_parse_size_route(segment: str, expected: object) -> None:
-    assert parse_size_route(segment, POLICY.sizes) == expected
-
-
-@pytest.mark.parametrize("segment", [
-    pytest.param("1000", id="not-configured"),
-    pytest.param("big", id="not-a-number"),
-    pytest.param("-4096", id="negative"),
-    pytest.param("", id="empty"),
-    pytest.param("08192", id="leading-zero-is-not-the-size"),
-    pytest.param("\uff18\uff11\uff19\uff12", id="full-width-digits"),
-])
-def test_parse_size_route_rejects(segment: str) -> None:
-    with pytest.raises(BadRequest) as info:
-        parse_size_route(segment, POLICY.sizes)
-    assert info.value.status == 400
-    assert "auto, 2048, 4096, 8192, 16384, 32768" in str(info.value)
 
 
 @pytest.mark.parametrize(("body", "expected"), [

@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import real_tokenizer
+from gguf_vocab import real_tokenizer
 
 from ollama_proxy.core.context import CachedCounter, count_prompt, prompt_parts
 

@@ -19,9 +19,9 @@ def test_split_context_route(path: str, mode: SizeMode, upstream: str, size: int
     assert (route.mode, route.path, route.size) == (mode, upstream, size)
 
 
-@pytest.mark.parametrize("spec", ["999", "abc", "", "-1", "4096.0"])
+@pytest.mark.parametrize("spec", ["999", "abc", "", "-1", "4096.0", "04096", "4_096", "\uff14\uff10\uff19\uff16"])
 def test_bad_size_lists_valid_ones(spec: str) -> None:
-    with pytest.raises(ValueError, match="2048, 4096, 8192"):
+    with pytest.raises(ValueError, match="auto, 2048, 4096, 8192"):
         split_context_route(f"/proxy-context/{spec}/api/chat", SIZES, SizeMode.PASSTHROUGH)
 
 

@@ -34,9 +34,7 @@ from ollama_proxy.core.context.sizing import (
     ContextPolicy,
     SizeDecision,
     SizeReason,
-    SizeRoute,
     choose_num_ctx,
-    parse_size_route,
     reply_tokens,
 )
 from ollama_proxy.core.context.tokenizer import (
@@ -59,7 +57,6 @@ __all__ = [
     "PromptParts",
     "SizeDecision",
     "SizeReason",
-    "SizeRoute",
     "TemplateOverhead",
     "TokenizerCache",
     "TokenizerUnavailable",
@@ -70,7 +67,6 @@ __all__ = [
     "detect_truncation",
     "loaded_contexts",
     "model_digests",
-    "parse_size_route",
     "prompt_parts",
     "reply_tokens",
     "trained_context_length",

@@ -12,13 +12,12 @@ beyond the route segment and header names it hands to the adapter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from ollama_proxy.core.context.counting import CountMethod
-from ollama_proxy.errors import BadRequest
 
 
 class SizeReason(StrEnum):
@@ -73,23 +72,6 @@ class SizeDecision:
         if self.exceeds_largest:
             headers["X-Proxy-Context-Warning"] = "Request may exceed largest available context!"
         return headers
-
-
-SizeRoute = Literal["auto"] | int
-
-
-def parse_size_route(segment: str, sizes: Sequence[int]) -> SizeRoute:
-    """The `{size}` of `/proxy-context/{size}/...`: "auto" or one of the configured sizes.
-
-    Anything else is a BadRequest (400) that lists the valid values, so a client sees what to send.
-    """
-    if segment == "auto":
-        return "auto"
-    # Compared as text: "08192" or full-width digits would pass int() but are not the route we publish.
-    if segment in {str(size) for size in sizes}:
-        return int(segment)
-    valid = ", ".join(["auto", *map(str, sorted(sizes))])
-    raise BadRequest(f"invalid context size {segment!r} in /proxy-context/{{size}}/: use one of {valid}")
 
 
 def reply_tokens(body: Mapping[str, Any]) -> int | None:
