@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import subprocess
 import sys
@@ -79,30 +80,32 @@ class Fleet:
             await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-async def fleet_factory(sim_factory: Callable[..., Any], proxy_factory: Callable[..., Any]
-                        ) -> Callable[..., Any]:
-    """`await fleet_factory(extra_models={"cpu": [...]}, router={...}, system={...}, **sim_kwargs)`.
+async def start_fleet(sim_factory: Callable[..., Any], proxy_factory: Callable[..., Any], *,
+                      extra_models: Mapping[str, list[str]] | None = None, router: Mapping[str, Any] | None = None,
+                      system: Mapping[str, Any] | None = None, max_concurrent: int = 4,
+                      endpoints: Mapping[str, str] | None = None, **sim_kwargs: Any) -> Fleet:
+    """Four simulators and the proxy in front of them; `sim_kwargs` go to every `SimConfig`.
 
     `endpoints` points a backend somewhere else than its in-process simulator (which then idles).
     """
-    async def make(*, extra_models: Mapping[str, list[str]] | None = None, router: Mapping[str, Any] | None = None,
-                   system: Mapping[str, Any] | None = None, max_concurrent: int = 4,
-                   endpoints: Mapping[str, str] | None = None, **sim_kwargs: Any) -> Fleet:
-        sims = {}
-        for profile in LAPTOP:
-            models = ["llama3.2", "qwen3:4b", "nomic-embed-text", *(extra_models or {}).get(profile, [])]
-            sims[profile] = await sim_factory(profile=profile, models=models, **sim_kwargs)
-        backends = [{"id": p, "hardware": p, "endpoint": (endpoints or {}).get(p, sim.url),
-                     "characteristics": {"power_watts": LAPTOP[p][0], "avg_latency_ms": LAPTOP[p][1],
-                                         "max_concurrent": max_concurrent}}
-                    for p, sim in sims.items()]
-        # No real nvidia-smi in tests: the GPU readings come only from tests that fake one.
-        config = {"backends": backends, "router": dict(router or {}),
-                  "system": {"nvidia_smi": "/nonexistent/nvidia-smi", **(system or {})}}
-        return Fleet(await proxy_factory(config), sims)
+    sims = {}
+    for profile in LAPTOP:
+        models = ["llama3.2", "qwen3:4b", "nomic-embed-text", *(extra_models or {}).get(profile, [])]
+        sims[profile] = await sim_factory(profile=profile, models=models, **sim_kwargs)
+    backends = [{"id": p, "hardware": p, "endpoint": (endpoints or {}).get(p, sim.url),
+                 "characteristics": {"power_watts": LAPTOP[p][0], "avg_latency_ms": LAPTOP[p][1],
+                                     "max_concurrent": max_concurrent}}
+                for p, sim in sims.items()]
+    # No real nvidia-smi in tests: the GPU readings come only from tests that fake one.
+    config = {"backends": backends, "router": dict(router or {}),
+              "system": {"nvidia_smi": "/nonexistent/nvidia-smi", **(system or {})}}
+    return Fleet(await proxy_factory(config), sims)
 
-    return make
+
+@pytest.fixture
+def fleet_factory(sim_factory: Callable[..., Any], proxy_factory: Callable[..., Any]) -> Callable[..., Any]:
+    """`await fleet_factory(extra_models={"cpu": [...]}, router={...}, system={...}, **sim_kwargs)`."""
+    return functools.partial(start_fleet, sim_factory, proxy_factory)
 
 
 async def chat(url: str, headers: Mapping[str, str] | None = None, *, model: str = "llama3.2",
