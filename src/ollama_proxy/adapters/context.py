@@ -30,6 +30,8 @@ log = logging.getLogger("ollama_proxy.context")
 SHOW_TIMEOUT_S = 5.0
 # The verbose /api/show body can be many MB: allow it time, but it never blocks a request.
 VERBOSE_SHOW_TIMEOUT_S = 60.0
+# About 5,000 tokens, 15 ms of encoding on two cores: more than that is counted off the event loop.
+_OFF_LOOP_CHARS = 20_000
 _EMBED_PATHS = frozenset({"/api/embed", "/api/embeddings", "/v1/embeddings"})
 
 
@@ -47,17 +49,32 @@ class ContextService:
         self.config = config
         self.calibrator = Calibrator(truncation_ratio=config.truncation_ratio)
         self._trained_max: dict[tuple[str, str], int | None] = {}
-        self._counters: dict[str, CachedCounter | None] = {}  # by digest; None = cannot be built
+        # By model digest; None = no tokenizer can be built for it.
+        self._counters: dict[str, tuple[CachedCounter, asyncio.Lock] | None] = {}
         self._building: set[str] = set()
         self.truncations = 0
         self.decisions = 0
 
-    def count(self, model: str, body: dict[str, Any], backend_hint: Backend | None) -> Sizing:
-        """Count the prompt with the best method available right now (never waits on the network)."""
+    async def count(self, model: str, body: dict[str, Any], backend_hint: Backend | None) -> Sizing:
+        """Count the prompt with the best method available right now (never waits on the network).
+
+        A long text the exact tokenizer has not seen takes tens of milliseconds to encode: that runs
+        in a worker thread so other streams keep flowing. The lock keeps the counter's cache to one
+        user at a time (same-model requests wait for each other, nothing else does).
+        """
         key = canonical_model(model)
-        counter = self._counter_for(key, backend_hint)
-        count = count_prompt(prompt_parts(body), exact=counter, estimate=self.calibrator.estimate(key),
-                             overhead=self.calibrator.overhead(key))
+        parts = prompt_parts(body)
+        estimate, overhead = self.calibrator.estimate(key), self.calibrator.overhead(key)
+        exact = self._counter_for(key, backend_hint)
+        if exact is None:
+            return Sizing(key, count_prompt(parts, estimate=estimate, overhead=overhead))
+        counter, lock = exact
+        async with lock:
+            if counter.uncached_chars(parts.texts) < _OFF_LOOP_CHARS:
+                count = count_prompt(parts, exact=counter, estimate=estimate, overhead=overhead)
+            else:
+                count = await asyncio.to_thread(count_prompt, parts, exact=counter, estimate=estimate,
+                                                overhead=overhead)
         return Sizing(key, count)
 
     def required(self, sizing: Sizing, path: str, body: dict[str, Any]) -> int:
@@ -125,7 +142,7 @@ class ContextService:
                 return None
         return self._trained_max[key]
 
-    def _counter_for(self, model: str, backend: Backend | None) -> CachedCounter | None:
+    def _counter_for(self, model: str, backend: Backend | None) -> tuple[CachedCounter, asyncio.Lock] | None:
         if not self.config.exact_tokenizer or backend is None or not backend.is_ollama:
             return None
         digest = backend.digest_of(model)
@@ -149,6 +166,6 @@ class ContextService:
             self._counters[digest] = None
         else:
             log.info("exact tokenizer ready for %s (digest %s)", model, digest[:12])
-            self._counters[digest] = CachedCounter(tokenizer.count_many)
+            self._counters[digest] = (CachedCounter(tokenizer.count_many), asyncio.Lock())
         finally:
             self._building.discard(digest)

@@ -139,7 +139,8 @@ class ProxyHandler:
         if exchange.route.mode is not SizeMode.PASSTHROUGH and exchange.model and body is not None and (
                 exchange.native is not None or path in INFERENCE_PATHS):
             counted = exchange.native.body if exchange.native else body
-            exchange.sizing = self.context.count(exchange.model, counted, self.pool.holder_of(exchange.model))
+            exchange.sizing = await self.context.count(exchange.model, counted,
+                                                       self.pool.holder_of(exchange.model))
         return await self._forward(request, exchange)
 
     async def _read_json(self, request: web.Request, exchange: Exchange) -> None:

@@ -37,10 +37,11 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 class AdminEndpoints:
     """The proxy's own views: health, backends, efficiency mode, thermal state."""
 
-    def __init__(self, config: Config, pool: BackendPool, router: Router) -> None:
+    def __init__(self, config: Config, pool: BackendPool, router: Router, context: ContextService) -> None:
         self.config = config
         self.pool = pool
         self.router = router
+        self.context = context
 
     async def backends(self, request: web.Request) -> web.Response:
         mode, reason = self.router.effective_mode()
@@ -80,13 +81,13 @@ class AdminEndpoints:
             "version": __version__,
             "backends": backends,
             "context": {"sizes": list(self.config.context.sizes),
-                        "default_route": self.config.context.default_route.value},
+                        "default_route": self.config.context.default_route.value, **self.context.stats()},
         }, status=200)
 
 
 def build_http_app(config: Config, pool: BackendPool, router: Router, context: ContextService) -> web.Application:
     proxy = ProxyHandler(config, pool, router, context)
-    admin = AdminEndpoints(config, pool, router)
+    admin = AdminEndpoints(config, pool, router, context)
     middlewares = []
     if config.server.api_keys:
         middlewares.append(_require_api_key(config.server.api_keys))
