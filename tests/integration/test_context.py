@@ -396,4 +396,6 @@ async def test_health_lists_the_sizes(setup: Any) -> None:
     async with aiohttp.ClientSession() as session, session.get(f"{url}/health") as r:
         assert r.status == 200
         health = await r.json()
-    assert health["context"] == {"sizes": [1024, 3000, 65536], "default_route": "auto"}
+    assert health["context"]["sizes"] == [1024, 3000, 65536]
+    assert health["context"]["default_route"] == "auto"
+    assert health["context"]["truncations_detected"] == 0
