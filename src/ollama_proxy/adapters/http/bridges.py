@@ -128,7 +128,7 @@ async def native_from_openai(request: web.Request, upstream: aiohttp.ClientRespo
                 # turns "no finish at all" into an error line.
                 ending = translator.close(now)
                 if ending and "error" in ending[-1]:
-                    _forget_connection(upstream)
+                    forget_connection(upstream)
                 lines += ending
         for line in lines:
             if line.get("done"):
@@ -141,15 +141,16 @@ async def native_from_openai(request: web.Request, upstream: aiohttp.ClientRespo
     return response
 
 
-def _forget_connection(upstream: aiohttp.ClientResponse) -> None:
+def forget_connection(upstream: aiohttp.ClientResponse) -> None:
     """Close the connection behind a stream that ended without finishing, so it is not reused.
 
     llama.cpp resets the connection behind its empty over-long-prompt stream a moment after the
     stream ended cleanly; pooled, it fails the next request as "connection reset by peer", which
     counts against a healthy backend. aiohttp hands a connection back to its pool at end of file,
     before the reader sees b"", so `upstream.close()` no longer reaches it: the transport itself
-    is closed (the pool skips closed ones). Call it before the next await, while no other request
-    is likely to have picked the connection up.
+    is closed (the pool skips closed ones). Call it right after the read that returned b"", before
+    the next await, while no other request is likely to have picked the connection up. The `/v1`
+    passthrough relay needs the same for the same stream.
     """
     protocol = getattr(upstream, "_protocol", None)  # aiohttp 3.x keeps it after the release
     if protocol is not None:
