@@ -85,8 +85,6 @@ async def test_sdk_models(sdk: openai.AsyncOpenAI) -> None:
         await sdk.models.retrieve("no-such-model")
 
 
-@pytest.mark.xfail(strict=True, reason="ProxyHandler._relay passes llama.cpp's empty 200 SSE stream through "
-                                       "silently: /v1 streams are not checked for a final data: [DONE]")
 async def test_sdk_over_long_streamed_prompt_raises(sdk: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.APIError):
         async for _ in await sdk.chat.completions.create(
@@ -122,8 +120,6 @@ async def test_ollama_embed(client: ollama.AsyncClient) -> None:
     assert all(math.isclose(math.hypot(*vector), 1.0, rel_tol=1e-6) for vector in result.embeddings)
 
 
-@pytest.mark.xfail(strict=True, reason="ProxyHandler._handle aggregates /api/tags only with two or more "
-                                       "backends; a lone OpenAI-type backend answers 501")
 async def test_ollama_list_with_a_lone_openai_backend(client: ollama.AsyncClient) -> None:
     assert [model.model for model in (await client.list()).models] == [MODEL]
 

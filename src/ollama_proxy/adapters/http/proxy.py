@@ -23,7 +23,7 @@ from aiohttp import web
 
 from ollama_proxy.adapters.backends import Backend, BackendPool
 from ollama_proxy.adapters.context import ContextService, Sizing
-from ollama_proxy.adapters.http.bridges import native_from_openai, openai_from_native
+from ollama_proxy.adapters.http.bridges import forget_connection, native_from_openai, openai_from_native
 from ollama_proxy.adapters.http.errors import error_response, is_openai_path, stream_error_line
 from ollama_proxy.adapters.http.upstream import forwardable_request_headers, forwardable_response_headers
 from ollama_proxy.adapters.routing import Router
@@ -42,7 +42,7 @@ from ollama_proxy.core.ollama_api import (
 from ollama_proxy.core.openai.requests import TRANSLATORS, NativeRequest
 from ollama_proxy.core.openai.responses import find_model, models_list
 from ollama_proxy.core.openai.reverse_requests import REVERSE_TRANSLATORS, is_load_only
-from ollama_proxy.core.openai.reverse_responses import load_only_reply, tags_from_models
+from ollama_proxy.core.openai.reverse_responses import EMPTY_STREAM, load_only_reply, tags_from_models
 from ollama_proxy.core.routing.breaker import Outcome, classify_status
 from ollama_proxy.core.routing.headers import decision_headers, parse_route_headers
 from ollama_proxy.core.streams import LastLine
@@ -55,6 +55,8 @@ _BUFFER_LIMIT = 1 << 20
 _DONE = b'"done":true'
 # Generate and chat streams end with a `done: true` line; a stream without one was cut short.
 _DONE_TERMINATED = frozenset({"/api/generate", "/api/chat"})
+# OpenAI streams end with `data: [DONE]`; one without it was cut short.
+_SSE_DONE_TERMINATED = frozenset({"/v1/chat/completions", "/v1/completions"})
 _V1_MODELS = "/v1/models"
 _CONTROL_TIMEOUT_S = 5.0
 _LOAD_NOTICEABLE_NS = 50_000_000
@@ -98,7 +100,9 @@ class ProxyHandler:
         self._drop_auth = frozenset({"authorization", "x-api-key"}) if config.server.api_keys else frozenset()
         self._max_failover = config.router.max_failover
         self._management_default = config.router.default_backend
-        self._aggregating = sum(b.enabled for b in config.backends) > 1
+        # A lone OpenAI-type backend has no /api/tags of its own: the aggregate translates it.
+        self._aggregating = sum(b.enabled for b in config.backends) > 1 or any(
+            b.enabled and b.type == "openai" for b in config.backends)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         exchange = Exchange(
@@ -112,9 +116,12 @@ class ProxyHandler:
             response = await self._handle(request, exchange)
         except OllamaProxyError as exc:
             response = self._error(exchange, exc)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ConnectionResetError) as exc:
             exchange.status = 499
             self._log(exchange, "client went away")
+            if isinstance(exc, ConnectionResetError):
+                # A write to a client that hung up: a cancellation, not a server error to report.
+                raise asyncio.CancelledError from exc
             raise
         exchange.status = response.status
         self._log(exchange)
@@ -217,7 +224,7 @@ class ProxyHandler:
                 if exc.status != 429 or is_last:
                     raise
                 last_error = exc
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, ConnectionResetError):
                 self.router.record(backend, Outcome.CLIENT_GONE)
                 raise
         raise last_error or NoBackendAvailable("no backend could take the request")
@@ -280,34 +287,49 @@ class ProxyHandler:
         await response.prepare(request)
         tail = LastLine()
         content = upstream.content
+        backend_name = exchange.backend.id if exchange.backend else "?"
         failure: str | None = None
         while True:
             try:
                 chunk = await content.readany()
             except (TimeoutError, aiohttp.ClientError) as exc:
-                failure = f"backend {exchange.backend.id if exchange.backend else '?'!r} broke off the stream: " \
-                          f"{exc or type(exc).__name__}"
+                failure = f"backend {backend_name!r} broke off the stream: {exc or type(exc).__name__}"
                 break
             if not chunk:
                 break
             tail.feed(chunk)
             await response.write(chunk)
-        if upstream.status == 200 and exchange.path in _DONE_TERMINATED and tail.chunks_seen:
-            last = tail.line()
-            final = _json_object(last) if _DONE in last.replace(b" ", b"") else None
-            if final is None and failure is None and b'"error"' not in last:
-                failure = f"backend {exchange.backend.id if exchange.backend else '?'!r} ended the stream " \
-                          "without a final done line"
-            self._final_hook(exchange)(final)
+        backend_fault = failure is not None
+        if failure is None and upstream.status == 200:
+            failure, backend_fault = self._judge_ending(exchange, upstream, tail, backend_name)
         if failure is not None:
             exchange.failure = failure
-            if exchange.backend is not None:
+            if backend_fault and exchange.backend is not None:
                 self.router.record(exchange.backend, Outcome.CONNECT_ERROR)
             log.warning("%s %s", exchange.request_id, failure)
-            sse = "text/event-stream" in upstream.headers.get("Content-Type", "")
-            await response.write(stream_error_line(failure, sse))
+            await response.write(stream_error_line(failure, _is_sse(upstream)))
         await response.write_eof()
         return response
+
+    def _judge_ending(self, exchange: Exchange, upstream: aiohttp.ClientResponse, tail: LastLine,
+                      backend_name: str) -> tuple[str | None, bool]:
+        """Did a stream that ended cleanly really finish? Returns (failure, whether the backend is to blame)."""
+        last = tail.line()
+        if exchange.path in _DONE_TERMINATED and tail.chunks_seen:
+            final = _json_object(last) if _DONE in last.replace(b" ", b"") else None
+            self._final_hook(exchange)(final)
+            if final is None and b'"error"' not in last:
+                return f"backend {backend_name!r} ended the stream without a final done line", True
+        elif (exchange.path in _SSE_DONE_TERMINATED and _is_sse(upstream)
+              and last.strip() != b"data: [DONE]" and b'"error"' not in last):
+            # llama.cpp answers an over-long streamed prompt with an empty 200 stream, then resets
+            # the connection: say so, and keep that connection out of the pool. An empty stream is
+            # the request's fault (too long), not the backend's.
+            forget_connection(upstream)
+            if not tail.chunks_seen:
+                return EMPTY_STREAM, False
+            return f"backend {backend_name!r} ended the stream without data: [DONE]", True
+        return None, False
 
     def _final_hook(self, exchange: Exchange) -> Callable[[dict[str, Any] | None], dict[str, str]]:
         """Learn from a finished inference: latency, calibration, truncation, residency."""
@@ -410,6 +432,10 @@ def _loaded_a_model(final: dict[str, Any]) -> bool:
     so /api/ps is worth reading again (on a warm model it is not)."""
     load_ns = final.get("load_duration")
     return isinstance(load_ns, int) and load_ns > _LOAD_NOTICEABLE_NS
+
+
+def _is_sse(upstream: aiohttp.ClientResponse) -> bool:
+    return "text/event-stream" in upstream.headers.get("Content-Type", "")
 
 
 def _json_object(payload: bytes) -> dict[str, Any] | None:

@@ -89,13 +89,30 @@ class Upstream:
     @asynccontextmanager
     async def open(self, method: str, path: str, *, query: Any = None, headers: Mapping[str, str] | None = None,
                    data: Any = None) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Send a request and yield the response once its status line and headers arrived."""
+        """Send a request and yield the response once its status line and headers arrived.
+
+        Only sending is translated into `UpstreamError`s: what goes wrong while the caller reads
+        the body or writes to its own client is the caller's to judge (a client that went away is
+        not the backend's fault).
+        """
         if self._auth:
             headers = {**(headers or {}), **self._auth}
-        with self.translate_errors():
-            async with self.session.request(method, path, params=query, headers=headers, data=data,
-                                            allow_redirects=False) as response:
-                yield response
+        # A pooled keep-alive connection the backend closed while idle fails before any answer;
+        # a request whose body is in memory is safe to send once more on a fresh connection.
+        attempts = 2 if data is None or isinstance(data, bytes) else 1
+        for attempt in range(attempts):
+            try:
+                with self.translate_errors():
+                    response = await self.session.request(method, path, params=query, headers=headers, data=data,
+                                                          allow_redirects=False)
+                break
+            except UpstreamConnectError as exc:
+                if attempt + 1 == attempts or not isinstance(exc.__cause__, aiohttp.ServerDisconnectedError):
+                    raise
+        try:
+            yield response
+        finally:
+            response.release()
 
     async def get_json(self, path: str, *, timeout_s: float, method: str = "GET",
                        body: Any = None) -> Any:
@@ -119,11 +136,10 @@ class Upstream:
     def translate_errors(self) -> Iterator[None]:
         try:
             yield
-        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError,
-                aiohttp.ClientOSError) as exc:
-            raise UpstreamConnectError(self.backend_id, f"cannot reach {self.base_url} ({exc})") from exc
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(self.backend_id, f"no answer from {self.base_url} in time") from exc
+        except aiohttp.ClientConnectionError as exc:
+            raise UpstreamConnectError(self.backend_id, f"cannot reach {self.base_url} ({exc})") from exc
         except aiohttp.ClientPayloadError as exc:
             raise UpstreamConnectError(self.backend_id, f"connection broke mid-response ({exc})") from exc
         except aiohttp.ClientResponseError as exc:
