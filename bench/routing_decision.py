@@ -1,0 +1,96 @@
+"""How long one routing decision takes, with 4, 32 and 100 backends.
+
+Not a test. Measures, in process and without I/O:
+
+  - `Router.decide`: what every proxied request pays (builds a `BackendView` per backend from the
+    live pool, then selects), and
+  - `select_backend` alone over prebuilt views (the pure scoring), to show the split.
+
+Backends are laptop-like (npu/igpu/nvidia/cpu characteristics repeated), each reporting a few
+models with some loaded, some in flight and queued work, so every factor is computed. Issue 5's
+target: under 50 us per decision at 100 backends. Reports medians over `--rounds` rounds.
+
+Usage: python bench/routing_decision.py [--rounds 7] [--decisions 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+
+from ollama_proxy.adapters.backends import BackendPool
+from ollama_proxy.adapters.routing import Router
+from ollama_proxy.config.load import validate
+from ollama_proxy.core.admission import Priority
+from ollama_proxy.core.modes import EfficiencyMode
+from ollama_proxy.core.routing.select import select_backend
+from ollama_proxy.core.routing.state import RouteRequest
+
+# hardware -> (power_watts, avg_latency_ms)
+LAPTOP = {"npu": (3, 800), "igpu": (12, 400), "nvidia": (55, 120), "cpu": (28, 1500)}
+MODELS = ["llama3.2", "qwen3:4b", "nomic-embed-text", "gemma3:1b"]
+
+
+def build_router(n: int, rng: random.Random) -> Router:
+    hardware = list(LAPTOP)
+    config = validate({"backends": [
+        {"id": f"b{i}", "hardware": hardware[i % 4], "endpoint": f"http://127.0.0.1:{20000 + i}",
+         "characteristics": {"power_watts": LAPTOP[hardware[i % 4]][0],
+                             "avg_latency_ms": LAPTOP[hardware[i % 4]][1], "max_concurrent": 4}}
+        for i in range(n)]})
+    pool = BackendPool(config.backends, config.router)
+    for i, backend in enumerate(pool):
+        backend.reachable = True
+        backend.models = {f"{m}:latest" if ":" not in m else m for m in MODELS}
+        if i % 3 == 0:
+            backend.loaded = {"llama3.2:latest": 8192}
+        # Some live load, so the load and queue-wait terms are not all zero.
+        for k in range(rng.randrange(0, 3)):
+            backend.gate.queue.try_acquire(("busy", i, k), Priority.NORMAL, 0.0)
+    router = Router(config, pool, rng=rng)
+    for i, backend in enumerate(pool):
+        if i % 2 == 0:
+            router.latency.observe(backend.id, "llama3.2", ttft_ms=50.0 + i, total_ms=900.0, tokens_per_s=40.0)
+    return router
+
+
+def per_call_us(fn: Callable[[], object], calls: int, rounds: int) -> float:
+    samples = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--decisions", type=int, default=20000)
+    args = parser.parse_args()
+    requests = {
+        "plain": RouteRequest(model="llama3.2"),
+        "latency-critical + power cap": RouteRequest(model="llama3.2", latency_critical=True,
+                                                     max_power_watts=30.0, priority=Priority.HIGH),
+    }
+    print(f"median of {args.rounds} rounds; microseconds per decision")
+    print(f"{'backends':>8}  {'request':<30} {'Router.decide':>14} {'select_backend':>15}")
+    for n in (4, 32, 100):
+        rng = random.Random(n)
+        router = build_router(n, rng)
+        calls = max(1000, args.decisions * 4 // n)
+        for name, request in requests.items():
+            views = router.views()
+            decide = per_call_us(partial(router.decide, request), calls, args.rounds)
+            select = per_call_us(partial(select_backend, request, views, EfficiencyMode.BALANCED, rng=rng),
+                                 calls, args.rounds)
+            print(f"{n:>8}  {name:<30} {decide:>14.1f} {select:>15.1f}")
+
+
+if __name__ == "__main__":
+    main()
