@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_routing import LAPTOP, Fleet, chat, start_fleet
+from fleet import LAPTOP, Fleet, chat, start_fleet
 
 from ollama_proxy.app import start
 from ollama_proxy.config.load import validate
