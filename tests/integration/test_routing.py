@@ -186,6 +186,11 @@ async def test_headers_name_the_backend_that_served_after_failover(fleet_factory
     assert status == 200 and out["X-Backend-Used"] != "igpu"
     served = await fleet.served()
     assert served == only(served, out["X-Backend-Used"])
+    # Every header describes the backend that served, and says why it was not the first pick.
+    assert "failed over from igpu (unreachable)" in out["X-Routing-Reason"]
+    assert out["X-Backend-Used"] not in out["X-Alternatives"].split(",")
+    assert "igpu" not in out["X-Alternatives"].split(",")
+    assert float(out["X-Estimated-Power-W"]) == LAPTOP[out["X-Backend-Used"]][0]
 
 
 @pytest.mark.parametrize(("fault", "breaker_failures"), [

@@ -9,7 +9,7 @@ import pytest
 
 from ollama_proxy.core.admission import Priority
 from ollama_proxy.core.modes import EfficiencyMode
-from ollama_proxy.core.routing.select import select_backend
+from ollama_proxy.core.routing.select import fail_over, select_backend
 from ollama_proxy.core.routing.state import (
     BackendView,
     BreakerState,
@@ -268,3 +268,21 @@ def test_queue_ahead_counts_only_equal_or_higher_priority() -> None:
     low = select_backend(RouteRequest(priority=Priority.BEST_EFFORT), backends, rng=random.Random(0))
     high = select_backend(RouteRequest(priority=Priority.HIGH), backends, rng=random.Random(0))
     assert high.estimated_latency_ms < low.estimated_latency_ms
+
+
+def test_fail_over_moves_to_the_next_alternative_and_says_why() -> None:
+    decision = select_backend(RouteRequest(model=MODEL), _profiles(), EfficiencyMode.BALANCED,
+                              rng=random.Random(0))
+    first, second = decision.backend_id, decision.alternatives[0]
+    moved = fail_over(decision, first, "unreachable", power_w=99.0)
+    assert moved.backend_id == second
+    assert moved.alternatives == decision.alternatives[1:]
+    assert moved.estimated_latency_ms == decision.scores[second].estimated_latency_ms
+    assert moved.estimated_power_w == 99.0
+    assert moved.reason.endswith(f"; failed over from {first} (unreachable)")
+    last = decision
+    for backend in decision.alternatives:
+        last = fail_over(last, last.backend_id, "x", power_w=1.0)
+        assert last.backend_id == backend
+    with pytest.raises(ValueError, match="no alternative"):
+        fail_over(last, last.backend_id, "x", power_w=1.0)

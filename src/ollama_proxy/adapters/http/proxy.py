@@ -45,6 +45,7 @@ from ollama_proxy.core.openai.reverse_requests import REVERSE_TRANSLATORS, is_lo
 from ollama_proxy.core.openai.reverse_responses import EMPTY_STREAM, load_only_reply, tags_from_models
 from ollama_proxy.core.routing.breaker import Outcome, classify_status
 from ollama_proxy.core.routing.headers import decision_headers, parse_route_headers
+from ollama_proxy.core.routing.select import fail_over
 from ollama_proxy.core.streams import LastLine
 from ollama_proxy.errors import BadRequest, NoBackendAvailable, OllamaProxyError, UpstreamError, UpstreamTimeout
 
@@ -180,18 +181,17 @@ class ProxyHandler:
         if route_request.target is None and exchange.path in MANAGEMENT_PATHS and self._management_default:
             route_request = replace(route_request, target=self._management_default)
         decision = self.router.decide(route_request)
-        exchange.headers_out.update(decision_headers(decision))
 
         headers = forwardable_request_headers(request.headers, self._drop_auth)
         # A streamed request body (blob upload) can be sent once only: no failover for it.
         streamed_body = exchange.raw_body is None and request.body_exists
-        order = [decision.backend_id, *decision.alternatives][:1 if streamed_body else 1 + self._max_failover]
+        attempts = 1 if streamed_body else 1 + self._max_failover
         last_error: OllamaProxyError | None = None
-        for index, backend_id in enumerate(order):
-            backend = self.pool.backends[backend_id]
-            is_last = index == len(order) - 1
+        for attempt in range(attempts):
+            backend = self.pool.backends[decision.backend_id]
+            is_last = attempt == attempts - 1 or not decision.alternatives
             exchange.backend = backend
-            exchange.headers_out["X-Backend-Used"] = backend.id
+            exchange.headers_out.update(decision_headers(decision))
             try:
                 async with backend.gate.admit(route_request.priority):
                     send = await self._prepare(request, exchange, backend, streamed_body)
@@ -201,32 +201,37 @@ class ProxyHandler:
                     backend.breaker.on_dispatch(time.monotonic())
                     async with backend.upstream.open(request.method, path, query=request.query_string or None,
                                                      headers=headers, data=data) as upstream:
-                        if upstream.status >= 500:
+                        if upstream.status < 500:
+                            self.router.record(backend, Outcome.SUCCESS)
+                        else:
                             body = await upstream.read()
                             self.router.record(backend, classify_status(upstream.status, body.decode(
                                 errors="replace")))
-                            if not is_last:
-                                log.warning("%s backend %s answered %d (%s); failing over", exchange.request_id,
-                                            backend.id, upstream.status, body[:200].decode(errors="replace"))
-                                continue
-                        else:
-                            self.router.record(backend, Outcome.SUCCESS)
-                        exchange.first_byte = time.perf_counter()
-                        return await relay(request, exchange, upstream)
+                        if upstream.status < 500 or is_last:
+                            exchange.first_byte = time.perf_counter()
+                            return await relay(request, exchange, upstream)
+                        why = f"HTTP {upstream.status}"
+                        log.warning("%s backend %s answered %d (%s); failing over", exchange.request_id,
+                                    backend.id, upstream.status, body[:200].decode(errors="replace"))
             except UpstreamError as exc:
                 last_error = exc
-                self.router.record(backend, Outcome.TIMEOUT if isinstance(exc, UpstreamTimeout)
-                                   else Outcome.CONNECT_ERROR)
+                timed_out = isinstance(exc, UpstreamTimeout)
+                self.router.record(backend, Outcome.TIMEOUT if timed_out else Outcome.CONNECT_ERROR)
                 backend.reachable, backend.last_error = False, str(exc)
+                why = "timed out" if timed_out else "unreachable"
                 log.warning("%s %s", exchange.request_id, exc)
             except NoBackendAvailable as exc:
                 # Queue full here: another backend may still have room.
                 if exc.status != 429 or is_last:
                     raise
-                last_error = exc
+                last_error, why = exc, "queue full"
             except (asyncio.CancelledError, ConnectionResetError):
                 self.router.record(backend, Outcome.CLIENT_GONE)
                 raise
+            if is_last:
+                break
+            successor = self.pool.backends[decision.alternatives[0]]
+            decision = fail_over(decision, backend.id, why, power_w=successor.config.characteristics.power_watts)
         raise last_error or NoBackendAvailable("no backend could take the request")
 
     async def _prepare(self, request: web.Request, exchange: Exchange, backend: Backend, streamed_body: bool

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from operator import mul
 from types import MappingProxyType
@@ -98,6 +98,17 @@ def select_backend(request: RouteRequest, backends: Sequence[BackendView],
         scores=MappingProxyType(scores),
         excluded=MappingProxyType(excluded),
     )
+
+
+def fail_over(decision: RoutingDecision, failed: str, why: str, *, power_w: float) -> RoutingDecision:
+    """The decision after `failed` could not serve: the next alternative, explained as such."""
+    if not decision.alternatives:
+        raise ValueError(f"no alternative left after {failed!r}")
+    chosen, *rest = decision.alternatives
+    score = decision.scores.get(chosen)
+    return replace(decision, backend_id=chosen, alternatives=tuple(rest),
+                   estimated_latency_ms=score.estimated_latency_ms if score else decision.estimated_latency_ms,
+                   estimated_power_w=power_w, reason=f"{decision.reason}; failed over from {failed} ({why})")
 
 
 @lru_cache(maxsize=64)
