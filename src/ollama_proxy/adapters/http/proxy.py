@@ -47,7 +47,14 @@ from ollama_proxy.core.routing.breaker import Outcome, classify_status
 from ollama_proxy.core.routing.headers import decision_headers, parse_route_headers
 from ollama_proxy.core.routing.select import fail_over
 from ollama_proxy.core.streams import LastLine
-from ollama_proxy.errors import BadRequest, NoBackendAvailable, OllamaProxyError, UpstreamError, UpstreamTimeout
+from ollama_proxy.errors import (
+    BadRequest,
+    NoBackendAvailable,
+    OllamaProxyError,
+    PayloadTooLarge,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 log = logging.getLogger("ollama_proxy.access")
 
@@ -153,14 +160,13 @@ class ProxyHandler:
 
     async def _read_json(self, request: web.Request, exchange: Exchange) -> None:
         limit = self.config.server.max_body_bytes
+        # A declared length over the limit is refused before a byte of the body is read.
         if request.content_length is not None and request.content_length > limit:
-            raise BadRequest(f"request body of {request.content_length} bytes exceeds the proxy's limit "
-                             f"of {limit} bytes (server.max_body_bytes)", 413)
+            raise PayloadTooLarge(limit)
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge as exc:
-            raise BadRequest(f"request body exceeds the proxy's limit of {limit} bytes "
-                             "(server.max_body_bytes)", 413) from exc
+            raise PayloadTooLarge(limit) from exc
         if not raw.strip():
             if request.method != "POST" or exchange.path == "/api/delete":
                 return
