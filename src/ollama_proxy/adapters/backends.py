@@ -42,7 +42,6 @@ class Backend:
         self.digests: dict[str, str] = {}  # canonical model -> digest (names the exact tokenizer)
         self.loaded: dict[str, int] = {}  # canonical model -> context_length from /api/ps
         self.ps: list[dict[str, Any]] = []
-        self.checked_at = 0.0
         self.breaker = CircuitBreaker(router.breaker_failures, router.breaker_reset_s)
         self.gate = AdmissionGate.from_config(config.id, config.characteristics.max_concurrent, router.queue)
         self._ps_refresh: asyncio.Task[None] | None = None
@@ -80,7 +79,6 @@ class Backend:
         self.breaker.record(Outcome.SUCCESS, time.monotonic())
         if self.is_ollama and isinstance(answer, dict):
             self.version = str(answer.get("version", ""))
-        self.checked_at = time.monotonic()
         return True
 
     async def refresh_models(self) -> None:

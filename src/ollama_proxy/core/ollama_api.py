@@ -15,8 +15,6 @@ JSON_PATHS = frozenset({
     "/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/api/show", "/api/pull",
     "/api/push", "/api/create", "/api/copy", "/api/delete",
 })
-# Native paths that stream NDJSON unless the body says `"stream": false`.
-STREAMING_PATHS = frozenset({"/api/generate", "/api/chat", "/api/pull", "/api/push", "/api/create"})
 # Paths that run a model and so take `options.num_ctx`.
 INFERENCE_PATHS = frozenset({"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"})
 # Model-management calls: they change one server's state, so they go to one chosen backend.
@@ -60,13 +58,6 @@ def split_context_route(path: str, sizes: tuple[int, ...], default: SizeMode) ->
         raise ValueError(f"invalid context size {spec!r} in {CONTEXT_PREFIX}{{size}}/: use one of {valid}")
     size = int(spec)
     return ContextRoute(SizeMode.FIXED, upstream_path, size)
-
-
-def wants_stream(path: str, body: dict[str, object]) -> bool:
-    """Whether Ollama will answer `body` on `path` with a stream (native default: yes)."""
-    if path in STREAMING_PATHS:
-        return body.get("stream", True) is not False
-    return body.get("stream") is True
 
 
 def model_of(body: dict[str, object]) -> str | None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ollama_proxy.core.ollama_api import SizeMode, canonical_model, split_context_route, wants_stream
+from ollama_proxy.core.ollama_api import SizeMode, canonical_model, split_context_route
 
 SIZES = (2048, 4096, 8192)
 
@@ -27,14 +27,6 @@ def test_bad_size_lists_valid_ones(spec: str) -> None:
 
 def test_default_route_applies_to_bare_paths() -> None:
     assert split_context_route("/api/chat", SIZES, SizeMode.AUTO).mode is SizeMode.AUTO
-
-
-@pytest.mark.parametrize(("path", "body", "expected"), [
-    ("/api/chat", {}, True), ("/api/chat", {"stream": False}, False), ("/api/show", {}, False),
-    ("/v1/chat/completions", {}, False), ("/v1/chat/completions", {"stream": True}, True),
-])
-def test_wants_stream(path: str, body: dict[str, object], expected: bool) -> None:
-    assert wants_stream(path, body) is expected
 
 
 @pytest.mark.parametrize(("name", "canonical"), [
