@@ -7,6 +7,8 @@ alternates direct and proxied rounds so both see the same machine state, and rep
   - requests/s at concurrency 32, both ways
   - added time to first byte and added time per chunk on a streamed generate
   - proxy CPU time per request
+  - with `wrk` installed (Debian package `wrk`), the same latency and throughput from a C load
+    generator, which does not compete with the servers for the two cores the way a Python client does
 
 Usage: python bench/proxy_overhead.py [--rounds 5] [--requests 400] [--route auto|passthrough]
 """
@@ -17,6 +19,8 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -96,6 +100,22 @@ async def streamed(session: aiohttp.ClientSession, url: str, body: bytes) -> tup
     return first or 0.0, time.perf_counter() - start, chunks
 
 
+_WRK_LATENCY = re.compile(r"^\s*(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+_WRK_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
+_UNIT = {"us": 1.0, "ms": 1e3, "s": 1e6}
+
+
+async def wrk(url: str, script: Path, *, connections: int, seconds: int) -> dict[str, float]:
+    """p50/p99 (µs) and requests/s from wrk: a C load generator that leaves the cores to the servers."""
+    proc = await asyncio.create_subprocess_exec(
+        "wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
+        url, stdout=subprocess.PIPE)
+    out = (await proc.communicate())[0].decode()
+    figures = {f"p{q}": float(v) * _UNIT[unit] for q, v, unit in _WRK_LATENCY.findall(out)}
+    figures["rps"] = float(_WRK_RPS.search(out).group(1))  # type: ignore[union-attr]
+    return figures
+
+
 async def run(args: argparse.Namespace) -> dict[str, float]:
     sim_port, proxy_port = free_port(), free_port()
     tmp = Path(tempfile.mkdtemp())
@@ -135,9 +155,10 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
             for base in (direct, proxied, baseline):  # warm every path and the model
                 await sequential(session, base + "/api/generate", small, 50)
             chunks = 0
+            cpu_watch = {"proxy": (proxy, "cpu_per_request"), "plain": (plain, "plain_cpu_per_request")}
             for _ in range(args.rounds):
                 for name, base in (("direct", direct), ("proxy", proxied), ("plain", baseline)):
-                    measured = {"proxy": (proxy, "cpu_per_request"), "plain": (plain, "plain_cpu_per_request")}.get(name)
+                    measured = cpu_watch.get(name)
                     cpu_before = cpu_seconds(measured[0].pid) if measured else 0.0
                     times = await sequential(session, base + "/api/generate", small, args.requests)
                     if measured:
@@ -151,8 +172,30 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
                     results[f"{name}_ttfb"].append(statistics.median(ttfb))
                     results[f"{name}_stream"].append(statistics.median(total))
                     chunks = chunks[0]
+            if shutil.which("wrk"):
+                script = tmp / "post.lua"
+                script.write_text(f"wrk.method = 'POST'\nwrk.body = [[{small.decode()}]]\n"
+                                  "wrk.headers['Content-Type'] = 'application/json'\n")
+                for who in ("direct", "proxy", "plain"):
+                    results.update({f"wrk_{who}_{k}": [] for k in ("p50", "p99", "rps")})
+                for _ in range(args.rounds):
+                    for name, base in (("direct", direct), ("proxy", proxied), ("plain", baseline)):
+                        one = await wrk(base + "/api/generate", script, connections=1, seconds=3)
+                        results[f"wrk_{name}_p50"].append(one["p50"])
+                        results[f"wrk_{name}_p99"].append(one["p99"])
+                        many = await wrk(base + "/api/generate", script, connections=32, seconds=3)
+                        results[f"wrk_{name}_rps"].append(many["rps"])
         med = {k: statistics.median(v) for k, v in results.items()}
-        return {
+        wrk_figures = {} if "wrk_direct_p50" not in med else {
+            "wrk_direct_p50_us": med["wrk_direct_p50"],
+            "wrk_added_p50_us": med["wrk_proxy_p50"] - med["wrk_direct_p50"],
+            "wrk_added_p99_us": med["wrk_proxy_p99"] - med["wrk_direct_p99"],
+            "wrk_plain_aiohttp_added_p50_us": med["wrk_plain_p50"] - med["wrk_direct_p50"],
+            "wrk_direct_rps_c32": med["wrk_direct_rps"],
+            "wrk_proxy_rps_c32": med["wrk_proxy_rps"],
+            "wrk_plain_aiohttp_rps_c32": med["wrk_plain_rps"],
+        }
+        return wrk_figures | {
             "added_p50_us": (med["proxy_p50"] - med["direct_p50"]) * 1e6,
             "added_p99_us": (med["proxy_p99"] - med["direct_p99"]) * 1e6,
             "direct_p50_us": med["direct_p50"] * 1e6,
