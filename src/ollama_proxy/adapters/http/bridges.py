@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from ollama_proxy.adapters.http.replies import json_response
 from ollama_proxy.core.openai.errors import BackendReplyError
 from ollama_proxy.core.openai.requests import ReplyContext
 from ollama_proxy.core.openai.responses import error_from_native, new_completion_id, reply_from_native
@@ -43,11 +44,6 @@ def _json_or_none(payload: bytes) -> Any:
         return None
 
 
-def _json_response(status: int, body: Any, headers: dict[str, str]) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
-                        headers=headers)
-
-
 async def openai_from_native(request: web.Request, upstream: aiohttp.ClientResponse, context: ReplyContext,
                              headers: dict[str, str], on_final: FinalHook, backend_id: str) -> web.StreamResponse:
     """An Ollama backend's native reply, as the OpenAI response the client asked for."""
@@ -56,13 +52,14 @@ async def openai_from_native(request: web.Request, upstream: aiohttp.ClientRespo
     if upstream.status >= 400 or not context.stream:
         payload = _json_or_none(await upstream.read())
         if upstream.status >= 400:
-            return _json_response(*error_from_native(upstream.status, payload), headers)
+            status, error = error_from_native(upstream.status, payload)
+            return json_response(error, status=status, headers=headers)
         if not isinstance(payload, dict):
-            return _json_response(*error_from_native(502, {"error": f"backend {backend_id!r} sent no JSON"}),
-                                  headers)
+            status, error = error_from_native(502, {"error": f"backend {backend_id!r} sent no JSON"})
+            return json_response(error, status=status, headers=headers)
         headers = {**headers, **on_final(payload)}
-        return _json_response(200, reply_from_native(payload, context, completion_id=completion_id,
-                                                     created=created), headers)
+        return json_response(reply_from_native(payload, context, completion_id=completion_id, created=created),
+                             headers=headers)
 
     response = web.StreamResponse(status=200, headers={**headers, **SSE_HEADERS})
     await response.prepare(request)
@@ -100,13 +97,14 @@ async def native_from_openai(request: web.Request, upstream: aiohttp.ClientRespo
     if upstream.status >= 400 or not context.stream:
         payload = _json_or_none(await upstream.read())
         if upstream.status >= 400:
-            return _json_response(*native_error(upstream.status, payload), headers)
+            status, error = native_error(upstream.status, payload)
+            return json_response(error, status=status, headers=headers)
         try:
             reply = native_reply(payload if isinstance(payload, dict) else {}, context, started=started,
                                  now=time.time())
         except BackendReplyError as exc:
-            return _json_response(502, {"error": f"backend {backend_id!r}: {exc}"}, headers)
-        return _json_response(200, reply, {**headers, **on_final(reply)})
+            return json_response({"error": f"backend {backend_id!r}: {exc}"}, status=502, headers=headers)
+        return json_response(reply, headers={**headers, **on_final(reply)})
 
     response = web.StreamResponse(status=200, headers={**headers, **NDJSON_HEADERS})
     await response.prepare(request)

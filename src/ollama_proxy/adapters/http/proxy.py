@@ -24,7 +24,8 @@ from aiohttp import web
 from ollama_proxy.adapters.backends import Backend, BackendPool
 from ollama_proxy.adapters.context import ContextService, Sizing
 from ollama_proxy.adapters.http.bridges import forget_connection, native_from_openai, openai_from_native
-from ollama_proxy.adapters.http.errors import error_response, is_openai_path, stream_error_line
+from ollama_proxy.adapters.http.listings import V1_MODELS, Listings
+from ollama_proxy.adapters.http.replies import error_response, is_openai_path, json_response, stream_error_line
 from ollama_proxy.adapters.http.upstream import forwardable_request_headers, forwardable_response_headers
 from ollama_proxy.adapters.routing import Router
 from ollama_proxy.config.schema import Config
@@ -35,14 +36,12 @@ from ollama_proxy.core.ollama_api import (
     MANAGEMENT_PATHS,
     ContextRoute,
     SizeMode,
-    canonical_model,
     model_of,
     split_context_route,
 )
 from ollama_proxy.core.openai.requests import TRANSLATORS, NativeRequest
-from ollama_proxy.core.openai.responses import find_model, models_list
 from ollama_proxy.core.openai.reverse_requests import REVERSE_TRANSLATORS, is_load_only
-from ollama_proxy.core.openai.reverse_responses import EMPTY_STREAM, load_only_reply, tags_from_models
+from ollama_proxy.core.openai.reverse_responses import EMPTY_STREAM, load_only_reply
 from ollama_proxy.core.routing.breaker import Outcome, classify_status
 from ollama_proxy.core.routing.headers import decision_headers, parse_route_headers
 from ollama_proxy.core.routing.select import fail_over
@@ -65,8 +64,6 @@ _DONE = b'"done":true'
 _DONE_TERMINATED = frozenset({"/api/generate", "/api/chat"})
 # OpenAI streams end with `data: [DONE]`; one without it was cut short.
 _SSE_DONE_TERMINATED = frozenset({"/v1/chat/completions", "/v1/completions"})
-_V1_MODELS = "/v1/models"
-_CONTROL_TIMEOUT_S = 5.0
 _LOAD_NOTICEABLE_NS = 50_000_000
 
 
@@ -104,6 +101,7 @@ class ProxyHandler:
         self.pool = pool
         self.router = router
         self.context = context
+        self.listings = Listings(pool)
         self._default_route = SizeMode(config.context.default_route.value)
         self._drop_auth = frozenset({"authorization", "x-api-key"}) if config.server.api_keys else frozenset()
         self._max_failover = config.router.max_failover
@@ -144,10 +142,10 @@ class ProxyHandler:
         if request.method in ("POST", "PUT", "DELETE", "PATCH") and (path in JSON_PATHS or is_openai_path(path)):
             await self._read_json(request, exchange)
         if request.method == "GET" and "X-Target-Backend" not in request.headers:
-            if path == _V1_MODELS or path.startswith(_V1_MODELS + "/"):
-                return await self._openai_models(exchange)
+            if path == V1_MODELS or path.startswith(V1_MODELS + "/"):
+                return await self.listings.openai_models(path, exchange.headers_out)
             if path in AGGREGATE_PATHS and self._aggregating:
-                return await self._aggregate(exchange)
+                return await self.listings.merged(path, exchange.headers_out)
         body = exchange.body
         if body is not None and path in TRANSLATORS:
             exchange.native = TRANSLATORS[path](body)
@@ -270,7 +268,7 @@ class ProxyHandler:
                                     ) -> tuple[str, Any, Callable[..., Any]] | web.StreamResponse:
         call = REVERSE_TRANSLATORS[exchange.path](exchange.body)
         if is_load_only(call.context.kind, exchange.body or {}):
-            return web.json_response(load_only_reply(call.context, time.time()), headers=exchange.headers_out)
+            return json_response(load_only_reply(call.context, time.time()), headers=exchange.headers_out)
 
         async def relay(request: web.Request, exchange: Exchange, upstream: aiohttp.ClientResponse
                         ) -> web.StreamResponse:
@@ -368,59 +366,6 @@ class ProxyHandler:
 
         return on_final
 
-    async def _aggregate(self, exchange: Exchange) -> web.Response:
-        """/api/tags and /api/ps over every backend: one model list, each entry saying where it is."""
-        merged: dict[str, dict[str, Any]] = {}
-        for backend, answer in await self._ask_all(exchange.path):
-            if exchange.path == "/api/ps" and backend.is_ollama:
-                backend.apply_ps(answer)
-            for entry in answer.get("models") or []:
-                key = canonical_model(str(entry.get("model") or entry.get("name")))
-                if key in merged:
-                    merged[key]["backends"].append(backend.id)
-                else:
-                    merged[key] = {**entry, "backend": backend.id, "backends": [backend.id]}
-        return _json(200, {"models": list(merged.values())}, exchange.headers_out)
-
-    async def _openai_models(self, exchange: Exchange) -> web.Response:
-        """/v1/models over every backend (Ollama's own answers `data: null` when empty; SDKs choke)."""
-        tags: dict[str, Any] = {"models": []}
-        seen: set[str] = set()
-        for _, answer in await self._ask_all("/api/tags"):
-            for entry in answer.get("models") or []:
-                key = canonical_model(str(entry.get("name") or entry.get("model")))
-                if key not in seen:
-                    seen.add(key)
-                    tags["models"].append(entry)
-        if exchange.path == _V1_MODELS:
-            return _json(200, models_list(tags), exchange.headers_out)
-        wanted = exchange.path[len(_V1_MODELS) + 1:]
-        found = find_model(tags, wanted)
-        if found is None:
-            return error_response(exchange.path, f"model '{wanted}' not found", 404, headers=exchange.headers_out)
-        return _json(200, found, exchange.headers_out)
-
-    async def _ask_all(self, path: str) -> list[tuple[Backend, dict[str, Any]]]:
-        """A control-plane GET on every enabled backend, in the backend's own protocol."""
-        backends = [b for b in self.pool if b.config.enabled]
-
-        async def ask(backend: Backend) -> dict[str, Any]:
-            if backend.is_ollama or path != "/api/tags":
-                answer = await backend.upstream.get_json(path, timeout_s=_CONTROL_TIMEOUT_S)
-                return answer if isinstance(answer, dict) else {}
-            if path == "/api/ps":
-                return {"models": []}
-            return tags_from_models(await backend.upstream.get_json(_V1_MODELS, timeout_s=_CONTROL_TIMEOUT_S))
-
-        answers = await asyncio.gather(*(ask(b) for b in backends), return_exceptions=True)
-        out = []
-        for backend, answer in zip(backends, answers, strict=True):
-            if isinstance(answer, BaseException):
-                log.warning("%s from %s failed: %s", path, backend.id, answer)
-            else:
-                out.append((backend, answer))
-        return out
-
     def _error(self, exchange: Exchange, exc: OllamaProxyError) -> web.Response:
         status = getattr(exc, "status", 500)
         extra: dict[str, Any] = {}
@@ -455,8 +400,3 @@ def _json_object(payload: bytes) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
-
-
-def _json(status: int, body: Any, headers: dict[str, str]) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
-

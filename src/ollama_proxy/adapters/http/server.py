@@ -8,7 +8,6 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -16,8 +15,8 @@ from aiohttp import web
 from ollama_proxy import __version__
 from ollama_proxy.adapters.backends import BackendPool
 from ollama_proxy.adapters.context import ContextService
-from ollama_proxy.adapters.http.errors import error_response
 from ollama_proxy.adapters.http.proxy import ProxyHandler
+from ollama_proxy.adapters.http.replies import error_response, json_response
 from ollama_proxy.adapters.routing import Router
 from ollama_proxy.config.schema import Config
 from ollama_proxy.core.modes import EfficiencyMode
@@ -28,10 +27,6 @@ _PUBLIC_PATHS = frozenset({"/health", "/", "/metrics"})
 _CORS_HEADERS = "Authorization, Content-Type, User-Agent, Accept, X-Requested-With, OpenAI-Beta, X-Request-ID, " \
                 "X-Target-Backend, X-Priority, X-Latency-Critical, X-Power-Efficient, X-Max-Latency-Ms, " \
                 "X-Max-Power-Watts, X-Media-Type, X-API-Key, x-stainless-*"
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
 class AdminEndpoints:
@@ -82,7 +77,7 @@ class AdminEndpoints:
             "backends": backends,
             "context": {"sizes": list(self.config.context.sizes),
                         "default_route": self.config.context.default_route.value, **self.context.stats()},
-        }, status=200)
+        })
 
 
 def build_http_app(config: Config, pool: BackendPool, router: Router, context: ContextService) -> web.Application:

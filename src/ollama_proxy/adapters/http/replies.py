@@ -1,5 +1,5 @@
-"""Error responses in the shape the client expects: Ollama's `{"error": "..."}` on native
-paths, OpenAI's `{"error": {"message", "type", ...}}` on `/v1` paths."""
+"""Replies the proxy writes itself: JSON, and errors in the shape the client expects (Ollama's
+`{"error": "..."}` on native paths, OpenAI's `{"error": {"message", "type", ...}}` on `/v1` paths)."""
 
 from __future__ import annotations
 
@@ -26,13 +26,16 @@ def error_body(path: str, message: str, status: int, **extra: Any) -> dict[str, 
     return {"error": message, **extra}
 
 
+def json_response(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+
+
 def error_response(path: str, message: str, status: int, *, headers: Mapping[str, str] | None = None,
                    retry_after_s: float | None = None, **extra: Any) -> web.Response:
     out = dict(headers or {})
     if retry_after_s is not None:
         out["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
-    return web.Response(status=status, body=orjson.dumps(error_body(path, message, status, **extra)),
-                        content_type="application/json", headers=out)
+    return json_response(error_body(path, message, status, **extra), status=status, headers=out)
 
 
 def stream_error_line(message: str, sse: bool) -> bytes:
