@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import ollama
 import pytest
-from fleet import LAPTOP, TIMEOUT, chat, only
+from fleet import LAPTOP, TIMEOUT, Fleet, chat, only
 
 
 @pytest.mark.parametrize(("headers", "expected", "reason_has"), [
@@ -309,3 +309,32 @@ async def test_efficiency_rejects_unknown_mode_with_400(fleet_factory: Callable[
         error = (await r.json())["error"]
     assert "performance" in error and "ultra-efficiency" in error
     assert (await fleet.get("/efficiency"))["mode"] == "balanced"
+
+
+async def test_pull_and_create_find_a_backend_although_the_new_model_exists_nowhere(
+        fleet_factory: Callable[..., Any], ollama_client: Callable[[str], ollama.AsyncClient]) -> None:
+    fleet = await fleet_factory(extra_models={"cpu": ["phi3:mini"]})
+    client = ollama_client(fleet.url)
+    assert (await client.pull("brand-new:1b")).status == "success"
+    # A create runs where its base model is.
+    async with aiohttp.ClientSession(timeout=TIMEOUT) as s, \
+            s.post(fleet.url + "/api/create", json={"model": "mine", "from": "phi3:mini", "stream": False}) as r:
+        assert r.status == 200, await r.text()
+        assert r.headers["X-Backend-Used"] == "cpu"
+    # The proxy learns the new models at once, so the next call routes to them.
+    await fleet.wait_for(lambda: _listed(fleet, "mine:latest"), "the created model to be listed")
+    status, out, _ = await chat(fleet.url, model="mine")
+    assert status == 200 and out["X-Backend-Used"] == "cpu"
+
+
+async def _listed(fleet: Fleet, model: str) -> bool:
+    return model in {m["model"] for m in (await fleet.get("/api/tags"))["models"]}
+
+
+async def test_management_calls_go_to_the_configured_default_backend(fleet_factory: Callable[..., Any],
+                                                                    ollama_client: Callable[..., Any]) -> None:
+    fleet = await fleet_factory(router={"default_backend": "nvidia"})
+    assert (await ollama_client(fleet.url).pull("another:2b")).status == "success"
+    assert (await fleet.sim_stats("nvidia"))["requests"].get("/api/pull") == 1
+    for other in ("npu", "igpu", "cpu"):
+        assert "/api/pull" not in (await fleet.sim_stats(other))["requests"]

@@ -28,6 +28,7 @@ from ollama_proxy.adapters.http.listings import V1_MODELS, Listings
 from ollama_proxy.adapters.http.replies import error_response, is_openai_path, json_response, stream_error_line
 from ollama_proxy.adapters.http.upstream import forwardable_request_headers, forwardable_response_headers
 from ollama_proxy.adapters.routing import Router
+from ollama_proxy.adapters.tasks import spawn
 from ollama_proxy.config.schema import Config
 from ollama_proxy.core.ollama_api import (
     AGGREGATE_PATHS,
@@ -181,7 +182,8 @@ class ProxyHandler:
     async def _forward(self, request: web.Request, exchange: Exchange) -> web.StreamResponse:
         sizing = exchange.sizing
         required = self.context.required(sizing, exchange.path, exchange.body or {}) if sizing else None
-        route_request = parse_route_headers(request.headers, model=exchange.model, context_tokens=required)
+        route_request = parse_route_headers(request.headers, model=_routing_model(exchange),
+                                            context_tokens=required)
         if route_request.target is None and exchange.path in MANAGEMENT_PATHS and self._management_default:
             route_request = replace(route_request, target=self._management_default)
         decision = self.router.decide(route_request)
@@ -213,7 +215,11 @@ class ProxyHandler:
                                 errors="replace")))
                         if upstream.status < 500 or is_last:
                             exchange.first_byte = time.perf_counter()
-                            return await relay(request, exchange, upstream)
+                            response = await relay(request, exchange, upstream)
+                            if exchange.path in MANAGEMENT_PATHS and response.status < 400:
+                                # The backend's model list changed: learn it now, not at the next poll.
+                                spawn(backend.refresh_models(), name=f"models-{backend.id}")
+                            return response
                         why = f"HTTP {upstream.status}"
                         log.warning("%s backend %s answered %d (%s); failing over", exchange.request_id,
                                     backend.id, upstream.status, body[:200].decode(errors="replace"))
@@ -381,6 +387,17 @@ class ProxyHandler:
                  exchange.route.path, exchange.model or "-", exchange.backend.id if exchange.backend else "-",
                  exchange.status, elapsed_ms,
                  f" error={exchange.failure!r}" if exchange.failure else (f" ({note})" if note else ""))
+
+
+def _routing_model(exchange: Exchange) -> str | None:
+    """The model a request must find on its backend. A pull brings one that exists nowhere yet, and a
+    create needs only its base (`from`) where it runs."""
+    if exchange.path == "/api/pull":
+        return None
+    if exchange.path == "/api/create" and exchange.body is not None:
+        base = exchange.body.get("from")
+        return base if isinstance(base, str) and base else None
+    return exchange.model
 
 
 def _loaded_a_model(final: dict[str, Any]) -> bool:
