@@ -6,7 +6,10 @@ tests/unit/context/conftest.py; skipped without it) and reports, per vocabulary:
 
   - build_ms:        building the tokenizer from the GGUF metadata (once per model digest)
   - cold_ms:         the first count after the build, of a text never seen
-  - warm_ms:         median count of further unseen 32K-token texts (target: under 10 ms)
+  - warm_ms:         median count of further unseen 32K-token texts made of words seen before
+                     (target: under 10 ms); counts of the chunks between spaces are remembered
+  - novel_ms:        median count of 32K-token texts of random identifiers, where nearly every
+                     word is new (the worst case for that memory)
   - chat_turn_ms:    median count of a 32K-token chat whose earlier messages were counted before
                      (what a growing conversation costs per request)
 
@@ -23,6 +26,7 @@ import asyncio
 import os
 import random
 import statistics
+import string
 import sys
 import time
 from collections.abc import Callable
@@ -42,10 +46,15 @@ _WORDS = ("the", "proxy", "counts", "tokens", "before", "sending", "each", "requ
           "naïve", "café", "日本語", "emoji", "🙂", "\n", "\t", "JSON", '"key":', "[1, 2, 3]", "https://x.org")
 
 
-def text_of(tokens: int, seed: int, count: Callable[[str], int]) -> str:
-    """Varied text (prose, code, numbers, non-ASCII) of about `tokens` tokens by `count`."""
+def text_of(tokens: int, seed: int, count: Callable[[str], int], *, novel: bool = False) -> str:
+    """Varied text (prose, code, numbers, non-ASCII) of about `tokens` tokens by `count`; `novel`
+    makes it random identifiers instead, nearly all new."""
     rng = random.Random(seed)
-    words = [rng.choice(_WORDS) for _ in range(tokens)]
+    if novel:
+        alphabet = string.ascii_letters + string.digits + "_"
+        words = ["".join(rng.choices(alphabet, k=rng.randint(2, 9))) for _ in range(tokens)]
+    else:
+        words = [rng.choice(_WORDS) for _ in range(tokens)]
     n = tokens // 2
     for _ in range(3):  # scale the word count by the measured tokens per word
         n = min(len(words), max(1, round(n * tokens / max(count(" ".join(words[:n])), 1))))
@@ -61,7 +70,11 @@ def bench_vocab(path: Path, tokens: int, repeats: int) -> dict[str, float]:
     start = time.perf_counter()
     tokenizer: GgufTokenizer = build_tokenizer(info)
     build = time.perf_counter() - start
-    texts = [text_of(tokens, seed, tokenizer.count) for seed in range(repeats + 1)]
+    def count(text: str) -> int:  # sizes the texts without filling the tokenizer's chunk memory
+        return len(tokenizer.encode(text, add_special=False))
+
+    texts = [text_of(tokens, seed, count) for seed in range(repeats + 1)]
+    novel = [text_of(tokens, 500 + seed, count, novel=True) for seed in range(repeats)]
 
     counter = CachedCounter(tokenizer.count_many)
     start = time.perf_counter()
@@ -72,9 +85,14 @@ def bench_vocab(path: Path, tokens: int, repeats: int) -> dict[str, float]:
         start = time.perf_counter()
         counter.count([text])
         warm.append(time.perf_counter() - start)
+    worst = []
+    for text in novel:
+        start = time.perf_counter()
+        counter.count([text])
+        worst.append(time.perf_counter() - start)
 
     # A conversation of 32 turns of about tokens/32 each: every request repeats the earlier turns.
-    turns = [text_of(tokens // 32, 1000 + i, tokenizer.count) for i in range(32)]
+    turns = [text_of(tokens // 32, 1000 + i, count) for i in range(32)]
     chat_counter = CachedCounter(tokenizer.count_many)
     per_turn = []
     for n in range(1, len(turns) + 1):
@@ -85,6 +103,7 @@ def bench_vocab(path: Path, tokens: int, repeats: int) -> dict[str, float]:
         per_turn.append(time.perf_counter() - start)
     return {"tokens": float(counted), "build_ms": ms(build), "cold_ms": ms(cold),
             "warm_ms": ms(statistics.median(warm)), "warm_max_ms": ms(max(warm)),
+            "novel_ms": ms(statistics.median(worst)),
             "chat_tokens": float(count.tokens), "chat_turn_ms": ms(statistics.median(per_turn[-8:]))}
 
 

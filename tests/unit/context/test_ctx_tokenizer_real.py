@@ -83,3 +83,19 @@ def test_special_tokens_and_bos_match_llama_cpp(real_vocab_dir: Path, name: str)
     wrong = [text for text in _CHAT_TEXTS + fuzz
              if tokenizer.encode(text) != llm.tokenize(text.encode(), add_bos=True, special=True)]
     assert wrong == []
+
+
+@pytest.mark.parametrize("name", VOCABS)
+def test_counts_in_chunks_equal_whole_counts(real_vocab_dir: Path, name: str) -> None:
+    """Chunked, remembered counting (where the pre-tokenizer always cuts before a space) is exact:
+    llama.cpp's test texts, space-heavy fuzz with special tokens, and all of them as one long text."""
+    tokenizer = real_tokenizer(name)
+    rng = random.Random(11)
+    fuzz = ["".join(rng.choice(["a", "Bc", " ", "  ", "\n", "\t", "\u00a0", "\u3000", "1", "23", ".", "'s",
+                                "é", "日本", "🦙", "<|endoftext|>", "<|eot_id|>", "<s>"])
+                    for _ in range(rng.randint(1, 60))) for _ in range(300)]
+    texts = [text for text, _ in _cases(real_vocab_dir, name)] + _CHAT_TEXTS + fuzz
+    texts.append(" ".join(texts))
+    whole = [len(tokenizer.encode(text, add_special=False)) for text in texts]
+    assert tokenizer.count_many(texts) == whole
+    assert [tokenizer.count(text) for text in reversed(texts)] == whole[::-1]

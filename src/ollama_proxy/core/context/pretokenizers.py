@@ -3,7 +3,8 @@
 The model's runner is llama.cpp, so its table (src/llama-vocab.cpp, `llm_tokenizer_bpe`) is the ground
 truth, not the Hugging Face `tokenizer.json` the model was converted from. The regexes are applied in
 order, each one splitting every piece the previous ones left ("isolated": matches and the gaps between
-them both become pieces). This module holds data only; it must not know how a tokenizer is built.
+them both become pieces). This module holds that table and where it always cuts the text
+(`space_chunks`); it must not know how a tokenizer is built.
 
 Non-ASCII characters are written as \\u escapes on purpose: pasted literal characters were silently
 Unicode-normalised by editors (U+212A KELVIN SIGN became "K"), which broke the character ranges.
@@ -11,6 +12,7 @@ Unicode-normalised by editors (U+212A KELVIN SIGN became "K"), which broke the c
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 _CONTRACTIONS = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
@@ -57,6 +59,12 @@ class PreTokenizer:
     ignore_merges: bool = False
     # llama.cpp's default for adding BOS when the GGUF has no `tokenizer.ggml.add_bos_token`.
     add_bos: bool = False
+    # Whether the regexes always cut between a non-whitespace character and a space after it, so
+    # that counting the `space_chunks` apart is exact. True where one regex (the last or one that
+    # sees every piece) matches a non-space only in runs that never take a space after it, and
+    # covers every non-space character; the deepseek and bloom tables leave some characters
+    # unmatched, and such a gap can run across a space ("\u2192 \u2192").
+    cuts_before_space: bool = True
 
 
 _DEFAULT = PreTokenizer(("[\\p{P}\\$\\+<=>\\^~\\|]+", _GPT2, "\\p{N}+", "[0-9][0-9][0-9]"))
@@ -75,8 +83,9 @@ PRE_TOKENIZERS: dict[str, PreTokenizer] = {
     **dict.fromkeys(("glm4", "glm5"), PreTokenizer((_LLAMA3,), ignore_merges=True)),
     "deepseek-llm": PreTokenizer(("[\r\n]", _DEEPSEEK_LLM_LETTERS,
                                   "\\s?[!-/:-~\uff01-\uff0f\uff1a-\uff5e\u2018-\u201f\u3000-\u3002]+",
-                                  "\\s+$", _CJK, "\\p{N}+")),
-    "deepseek-coder": PreTokenizer(("[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", _CJK, "\\p{N}")),
+                                  "\\s+$", _CJK, "\\p{N}+"), cuts_before_space=False),
+    "deepseek-coder": PreTokenizer(("[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", _CJK, "\\p{N}"),
+                                   cuts_before_space=False),
     "deepseek-v3": PreTokenizer(("\\p{N}{1,3}", "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+", _DEEPSEEK_V3)),
     "falcon": PreTokenizer(("[\\p{P}\\$\\+<=>\\^~\\|`]+", _GPT2, "[0-9][0-9][0-9]")),
     **dict.fromkeys(("starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b",
@@ -90,10 +99,50 @@ PRE_TOKENIZERS: dict[str, PreTokenizer] = {
     "tekken": PreTokenizer((_TEKKEN,), ignore_merges=True, add_bos=True),
     **dict.fromkeys(("gpt-4o", "minimax-m2", "llama4", "kanana2", "talkie"), PreTokenizer((_GPT4O,))),
     **dict.fromkeys(("poro-chat", "bloom", "gpt3-finnish"),
-                    PreTokenizer((" ?[^(\\s|.,!?\u2026\u3002\uff0c\u3001\u0964\u06d4\u060c)]+",))),
+                    PreTokenizer((" ?[^(\\s|.,!?\u2026\u3002\uff0c\u3001\u0964\u06d4\u060c)]+",),
+                                 cuts_before_space=False)),
 }
 
 
 def pre_tokenizer_for(name: str | None) -> PreTokenizer | None:
     """The table entry for a `tokenizer.ggml.pre` name (missing means llama.cpp's default), or None."""
     return PRE_TOKENIZERS.get(name or "default")
+
+
+# A whitespace character with a space after it: that space is no sure cut. `re`'s \\s is exactly
+# `str.isspace`, which counts U+001C-U+001F where the tokenizer's regexes do not: only fewer cuts.
+_SPACE_AFTER_WHITESPACE = re.compile("\\s(?= )")
+
+
+def space_chunks(text: str) -> tuple[str, list[str]]:
+    """Cut `text` before every space that follows a non-whitespace character.
+
+    Returns `(head, bodies)` with `text == head + "".join(" " + b for b in bodies)`. Where
+    `cuts_before_space` holds, the pre-tokenizer cuts there too, so the chunks tokenize apart
+    exactly as inside the whole text; and words recur, so counts of chunks are worth remembering.
+    A space after whitespace stays with the chunk before it: `\\s+(?!\\S)` may join it to that run.
+    Built from C-level string operations: a Python step per word would cost more than the
+    tokenizer saves.
+    """
+    parts = text.split(" ")
+    chunks: list[str] = []  # the head, then the bodies
+    taken = 0  # parts[:taken] are in `chunks`
+    spaces = counted_to = 0  # spaces in text[:counted_to]
+    glue_from = glue_to = -1  # parts[glue_from:glue_to + 1] make one chunk, not yet in `chunks`
+    for match in _SPACE_AFTER_WHITESPACE.finditer(text):
+        spaces += text.count(" ", counted_to, match.end())
+        counted_to = match.end()
+        # This is space number `spaces`, between parts[spaces] and parts[spaces + 1].
+        if spaces == glue_to:
+            glue_to += 1
+            continue
+        if glue_from >= 0:
+            chunks.append(" ".join(parts[glue_from:glue_to + 1]))
+            taken = glue_to + 1
+        chunks.extend(parts[taken:spaces])
+        glue_from, glue_to = spaces, spaces + 1
+    if glue_from >= 0:
+        chunks.append(" ".join(parts[glue_from:glue_to + 1]))
+        taken = glue_to + 1
+    chunks.extend(parts[taken:])
+    return chunks[0], chunks[1:]
