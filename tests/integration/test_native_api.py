@@ -157,7 +157,7 @@ async def test_root_and_head(proxy: str) -> None:
             assert r.status == 200
 
 
-async def test_foreign_host_and_allowed_origin(proxy: str) -> None:
+async def test_foreign_host_and_allowed_origin(proxy: str, sim: SimServer) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{proxy}/api/tags", headers={"Host": "api.example.com",
                                                              "Origin": "http://localhost:3000"}) as r:
@@ -165,6 +165,11 @@ async def test_foreign_host_and_allowed_origin(proxy: str) -> None:
             assert r.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
         async with session.get(f"{proxy}/api/tags", headers={"Origin": "https://evil.example"}) as r:
             assert r.status == 403
+        async with session.get(f"{sim.url}/sim/stats") as r:
+            forwarded = (await r.json())["last_headers"]["/api/tags"]
+    # Ollama refuses a foreign Host or an unknown Origin with an empty 403: neither is passed on.
+    assert forwarded["host"].startswith("127.0.0.1:")
+    assert "origin" not in forwarded
 
 
 async def test_blob_upload_is_streamed(proxy: str) -> None:
@@ -188,3 +193,30 @@ async def test_health_lists_backends_and_sizes(proxy: str) -> None:
     assert health["status"] == "ok"
     assert health["backends"]["sim"]["reachable"] is True
     assert health["context"]["sizes"] == [2048, 4096, 8192, 16384, 32768]
+
+
+async def test_api_keys_guard_everything_but_health(proxy_factory: Any, sim: SimServer,
+                                                    ollama_client: Any) -> None:
+    url = await proxy_factory({"backends": [{"id": "sim", "endpoint": sim.url}],
+                               "server": {"api_keys": ["s3cret"]}})
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/api/tags") as r:
+            assert r.status == 401
+            assert "API key" in (await r.json())["error"]
+        async with session.get(f"{url}/v1/models", headers={"Authorization": "Bearer wrong"}) as r:
+            assert r.status == 401
+            assert (await r.json())["error"]["type"] == "authentication_error"
+        async with session.get(f"{url}/api/tags", headers={"X-API-Key": "s3cret"}) as r:
+            assert r.status == 200
+        async with session.get(f"{url}/health") as r:
+            assert r.status == 200
+    # The key is the proxy's: it is not passed on to the backend.
+    client = ollama.AsyncClient(host=url, headers={"Authorization": "Bearer s3cret"})
+    try:
+        assert (await client.chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}])).done
+    finally:
+        await client._client.aclose()
+    async with aiohttp.ClientSession() as session, session.get(f"{sim.url}/sim/stats") as r:
+        forwarded = (await r.json())["last_headers"]["/api/chat"]
+    assert "authorization" not in forwarded
+    assert forwarded["user-agent"].startswith("ollama-python")

@@ -52,6 +52,7 @@ async def _sim_middleware(request: web.Request, handler: Handler) -> web.StreamR
     try:
         if not request.path.startswith("/sim/"):
             state.stats.requests[request.path] += 1
+            state.stats.last_headers[request.path] = {k.lower(): v for k, v in request.headers.items()}
             fault = state.faults.take(request.path)
             if fault is not None:
                 request[FAULT_KEY] = fault

@@ -23,6 +23,8 @@ class SimStats:
     # The most requests one model served at the same time (checks num_parallel).
     peak_in_flight: Counter[str] = field(default_factory=Counter)
     last_body: dict[str, Any] = field(default_factory=dict)
+    # Headers of the last request per path, as they arrived (lower-cased names): shows what a proxy forwards.
+    last_headers: dict[str, dict[str, str]] = field(default_factory=dict)
     # Options as they reached the model, after the /v1 layer's translation.
     last_options: dict[str, Any] | None = None
     last_options_by_model: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -51,6 +53,7 @@ class SimStats:
             "peak_in_flight": dict(self.peak_in_flight),
             "loaded": loaded,
             "last_body": self.last_body,
+            "last_headers": self.last_headers,
             "last_options": self.last_options,
             "last_options_by_model": self.last_options_by_model,
             "last_prompt": self.last_prompt,
