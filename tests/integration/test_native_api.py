@@ -141,12 +141,15 @@ async def test_client_disconnect_cancels_upstream(proxy: str, sim: SimServer) ->
     assert stats.get("cancelled", 0) >= 1
 
 
-async def test_request_id_is_echoed_or_generated(proxy: str) -> None:
+async def test_request_id_is_echoed_or_generated_and_passed_on(proxy: str, sim: SimServer) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{proxy}/api/tags", headers={"X-Request-ID": "abc-123"}) as r:
             assert r.headers["X-Request-ID"] == "abc-123"
         async with session.get(f"{proxy}/api/tags") as r:
-            assert len(r.headers["X-Request-ID"]) >= 8
+            generated = r.headers["X-Request-ID"]
+            assert len(generated) >= 8
+        async with session.get(f"{sim.url}/sim/stats") as r:
+            assert (await r.json())["last_headers"]["/api/tags"]["x-request-id"] == generated
 
 
 async def test_root_and_head(proxy: str) -> None:

@@ -189,6 +189,7 @@ class ProxyHandler:
         decision = self.router.decide(route_request)
 
         headers = forwardable_request_headers(request.headers, self._drop_auth)
+        headers["X-Request-ID"] = exchange.request_id  # one id in the client's, the proxy's and the backend's logs
         # A streamed request body (blob upload) can be sent once only: no failover for it.
         streamed_body = exchange.raw_body is None and request.body_exists
         attempts = 1 if streamed_body else 1 + self._max_failover
