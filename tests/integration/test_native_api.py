@@ -223,3 +223,18 @@ async def test_api_keys_guard_everything_but_health(proxy_factory: Any, sim: Sim
         forwarded = (await r.json())["last_headers"]["/api/chat"]
     assert "authorization" not in forwarded
     assert forwarded["user-agent"].startswith("ollama-python")
+
+
+async def test_metrics_count_requests_and_show_backend_state(proxy: str, ollama_client: Any) -> None:
+    client = ollama_client(proxy)
+    await client.chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(ollama.ResponseError):
+        await client.chat(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
+    async with aiohttp.ClientSession() as session, session.get(f"{proxy}/metrics") as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+        text = await r.text()
+    assert 'ollama_proxy_requests_total{backend="sim",status="200"} 1.0' in text
+    assert 'ollama_proxy_requests_total{backend="sim",status="404"} 1.0' in text
+    assert 'ollama_proxy_backend_up{backend="sim"} 1.0' in text
+    assert 'ollama_proxy_backend_queued{backend="sim",priority="critical"} 0.0' in text
+    assert "ollama_proxy_truncations_detected_total 0.0" in text

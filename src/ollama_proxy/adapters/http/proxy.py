@@ -25,6 +25,7 @@ from ollama_proxy.adapters.backends import Backend, BackendPool
 from ollama_proxy.adapters.context import ContextService, Sizing
 from ollama_proxy.adapters.http.bridges import forget_connection, native_from_openai, openai_from_native
 from ollama_proxy.adapters.http.listings import V1_MODELS, Listings
+from ollama_proxy.adapters.http.metrics import Metrics
 from ollama_proxy.adapters.http.replies import error_response, is_openai_path, json_response, stream_error_line
 from ollama_proxy.adapters.http.upstream import forwardable_request_headers, forwardable_response_headers
 from ollama_proxy.adapters.routing import Router
@@ -97,8 +98,10 @@ class Exchange:
 
 
 class ProxyHandler:
-    def __init__(self, config: Config, pool: BackendPool, router: Router, context: ContextService) -> None:
+    def __init__(self, config: Config, pool: BackendPool, router: Router, context: ContextService,
+                 metrics: Metrics) -> None:
         self.config = config
+        self.metrics = metrics
         self.pool = pool
         self.router = router
         self.context = context
@@ -125,13 +128,13 @@ class ProxyHandler:
             response = self._error(exchange, exc)
         except (asyncio.CancelledError, ConnectionResetError) as exc:
             exchange.status = 499
-            self._log(exchange, "client went away")
+            self._record(exchange, "client went away")
             if isinstance(exc, ConnectionResetError):
                 # A write to a client that hung up: a cancellation, not a server error to report.
                 raise asyncio.CancelledError from exc
             raise
         exchange.status = response.status
-        self._log(exchange)
+        self._record(exchange)
         return response
 
     async def _handle(self, request: web.Request, exchange: Exchange) -> web.StreamResponse:
@@ -382,11 +385,13 @@ class ProxyHandler:
         return error_response(exchange.path, str(exc), status, headers=exchange.headers_out,
                               retry_after_s=getattr(exc, "retry_after_s", None), **extra)
 
-    def _log(self, exchange: Exchange, note: str | None = None) -> None:
-        elapsed_ms = (time.perf_counter() - exchange.started) * 1000
+    def _record(self, exchange: Exchange, note: str | None = None) -> None:
+        """One log line and the metrics for a finished request."""
+        elapsed = time.perf_counter() - exchange.started
+        backend = exchange.backend.id if exchange.backend else "-"
+        self.metrics.observe(backend, exchange.status, elapsed)
         log.info("%s %s %s model=%s backend=%s status=%d %.1fms%s", exchange.request_id, exchange.method,
-                 exchange.route.path, exchange.model or "-", exchange.backend.id if exchange.backend else "-",
-                 exchange.status, elapsed_ms,
+                 exchange.route.path, exchange.model or "-", backend, exchange.status, elapsed * 1000,
                  f" error={exchange.failure!r}" if exchange.failure else (f" ({note})" if note else ""))
 
 

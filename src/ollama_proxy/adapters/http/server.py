@@ -15,6 +15,7 @@ from aiohttp import web
 from ollama_proxy import __version__
 from ollama_proxy.adapters.backends import BackendPool
 from ollama_proxy.adapters.context import ContextService
+from ollama_proxy.adapters.http.metrics import Metrics
 from ollama_proxy.adapters.http.proxy import ProxyHandler
 from ollama_proxy.adapters.http.replies import error_response, json_response
 from ollama_proxy.adapters.routing import Router
@@ -81,7 +82,8 @@ class AdminEndpoints:
 
 
 def build_http_app(config: Config, pool: BackendPool, router: Router, context: ContextService) -> web.Application:
-    proxy = ProxyHandler(config, pool, router, context)
+    metrics = Metrics(pool, router, context)
+    proxy = ProxyHandler(config, pool, router, context, metrics)
     admin = AdminEndpoints(config, pool, router, context)
     middlewares = []
     if config.server.api_keys:
@@ -97,6 +99,7 @@ def build_http_app(config: Config, pool: BackendPool, router: Router, context: C
     app.router.add_get("/efficiency", admin.get_efficiency)
     app.router.add_post("/efficiency", admin.set_efficiency)
     app.router.add_get("/thermal", admin.thermal)
+    app.router.add_get("/metrics", metrics.handle)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
     return app
 
