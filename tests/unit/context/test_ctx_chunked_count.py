@@ -107,3 +107,13 @@ def test_memory_is_bounded_and_counts_stay_exact() -> None:
     for text in texts:
         assert tokenizer.count(text) == len(tokenizer.encode(text, add_special=False))
         assert len(tokenizer._chunks) <= 40
+
+
+def test_mostly_new_words_are_counted_whole_and_not_remembered() -> None:
+    tokenizer = build_tokenizer(_bpe_info("gpt-2"))
+    rng = random.Random(9)
+    text = " ".join("".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=6)) for _ in range(3000))
+    assert tokenizer.count(text) == len(tokenizer.encode(text, add_special=False))
+    assert tokenizer._chunks == {}
+    assert tokenizer.count(text[:200]) == len(tokenizer.encode(text[:200], add_special=False))
+    assert tokenizer._chunks  # a short text's new words are remembered

@@ -31,6 +31,10 @@ _SPACE_MARK = "\u2581"  # SentencePiece's visible space
 _JOIN_FROM = 16
 # Sequences a join is spread over: a few per core, so the library's threads share the work.
 _JOINED_SEQUENCES = 4
+# Unseen chunks above which, if they are most of the chunks, texts are counted whole, unremembered.
+# High enough that a new conversation's messages and a first document in a known language are
+# still remembered.
+_NOVEL_FROM = 2048
 # llama.cpp recognises end-of-generation and fill-in-the-middle tokens by their text and treats them as
 # control tokens even where the GGUF marks them normal (llama-vocab.cpp, "auto-detect special tokens by
 # text"); Qwen2's vocabulary has a normal "</s>", for one.
@@ -103,6 +107,10 @@ class GgufTokenizer:
         split = [space_chunks(text) for text in texts]
         memo = self._chunks
         missing = list({body: None for _, bodies in split for body in bodies if body not in memo})
+        if len(missing) > _NOVEL_FROM and 2 * len(missing) > sum(len(bodies) for _, bodies in split):
+            # Mostly new words (identifiers, hashes, another language): remembering them costs more
+            # than it would save, and counting whole texts is faster than counting each chunk.
+            return self._encoded_lengths(texts)
         counts = self._chunk_counts([head for head, _ in split] + [" " + body for body in missing])
         memo.update(zip(missing, counts[len(split):], strict=True))
         totals = [head + sum(map(memo.__getitem__, bodies))
