@@ -2,9 +2,11 @@
 
 Not a test. Measures, in process and without I/O:
 
-  - `Router.decide`: what every proxied request pays (builds a `BackendView` per backend from the
-    live pool, then selects), and
-  - `select_backend` alone over prebuilt views (the pure scoring), to show the split.
+  - `Router.decide`: what every proxied request pays (reads in-flight and queued counts from the
+    live pool, reuses the cached columns of everything else, then selects),
+  - the same with one learned-latency observation before each decision, as on a server where every
+    decision follows a completion (the model's latency column is re-read), and
+  - `select` alone over prebuilt columns (`Fleet`, `Load`): the pure filtering and scoring.
 
 Backends are laptop-like (npu/igpu/nvidia/cpu characteristics repeated), each reporting a few
 models with some loaded, some in flight and queued work, so every factor is computed. Issue 5's
@@ -27,7 +29,7 @@ from ollama_proxy.adapters.routing import Router
 from ollama_proxy.config.load import validate
 from ollama_proxy.core.admission import Priority
 from ollama_proxy.core.modes import EfficiencyMode
-from ollama_proxy.core.routing.select import select_backend
+from ollama_proxy.core.routing.select import select
 from ollama_proxy.core.routing.state import RouteRequest
 
 # hardware -> (power_watts, avg_latency_ms)
@@ -58,6 +60,11 @@ def build_router(n: int, rng: random.Random) -> Router:
     return router
 
 
+def decide_after_completion(router: Router, request: RouteRequest) -> None:
+    router.latency.observe("b0", "llama3.2", ttft_ms=60.0, total_ms=900.0, tokens_per_s=40.0)
+    router.decide(request)
+
+
 def per_call_us(fn: Callable[[], object], calls: int, rounds: int) -> float:
     samples = []
     for _ in range(rounds):
@@ -79,17 +86,18 @@ def main() -> None:
                                                      max_power_watts=30.0, priority=Priority.HIGH),
     }
     print(f"median of {args.rounds} rounds; microseconds per decision")
-    print(f"{'backends':>8}  {'request':<30} {'Router.decide':>14} {'select_backend':>15}")
+    print(f"{'backends':>8}  {'request':<30} {'Router.decide':>14} {'after a completion':>19} {'select':>7}")
     for n in (4, 32, 100):
         rng = random.Random(n)
         router = build_router(n, rng)
         calls = max(1000, args.decisions * 4 // n)
         for name, request in requests.items():
-            views = router.views()
+            fleet, load = router.fleet(time.monotonic()), router.load()
             decide = per_call_us(partial(router.decide, request), calls, args.rounds)
-            select = per_call_us(partial(select_backend, request, views, EfficiencyMode.BALANCED, rng=rng),
-                                 calls, args.rounds)
-            print(f"{n:>8}  {name:<30} {decide:>14.1f} {select:>15.1f}")
+            completed = per_call_us(partial(decide_after_completion, router, request), calls, args.rounds)
+            pure = per_call_us(partial(select, request, fleet, load, EfficiencyMode.BALANCED, rng=rng),
+                               calls, args.rounds)
+            print(f"{n:>8}  {name:<30} {decide:>14.1f} {completed:>19.1f} {pure:>7.1f}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ollama_proxy.adapters.admission_gate import AdmissionGate
@@ -26,23 +27,51 @@ log = logging.getLogger("ollama_proxy.backends")
 CONTROL_TIMEOUT_S = 5.0
 
 
+class _RoutingFact:
+    """A `Backend` attribute the router caches: setting it to a different value calls the backend's
+    `on_change`, so the router rebuilds its columns then and only then (see `adapters/routing.py`)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = f"_{name}"
+
+    def __get__(self, backend: Backend | None, owner: type | None = None) -> Any:
+        return self if backend is None else getattr(backend, self._name)
+
+    def __set__(self, backend: Backend, value: Any) -> None:
+        changed = getattr(backend, self._name, _UNSET) != value
+        setattr(backend, self._name, value)
+        if changed:
+            backend.on_change()
+
+
+_UNSET = object()
+
+
 class Backend:
     """One configured server and the live facts about it."""
 
-    def __init__(self, config: BackendConfig, router: RouterConfig) -> None:
+    reachable = _RoutingFact()  # bool | None: None until the first health check answered
+    models = _RoutingFact()  # set[str] | None: canonical names; None until discovered
+    loaded = _RoutingFact()  # dict[str, int]: canonical model -> context_length from /api/ps
+
+    def __init__(self, config: BackendConfig, router: RouterConfig, *,
+                 on_change: Callable[[], None] = lambda: None) -> None:
         self.config = config
         self.id = config.id
+        # Called when anything routing reads changes: reachability, models, residency, breaker.
+        self.on_change = on_change
         self.upstream = Upstream(config.id, config.endpoint, connect_timeout_s=router.connect_timeout_s,
                                  api_key=config.api_key)
-        self.reachable: bool | None = None  # None until the first health check answered
+        self.reachable: bool | None = None
         self.last_error: str | None = None
         self.version: str | None = None
-        self.models: set[str] | None = None  # canonical names; None until discovered
+        self.models: set[str] | None = None
         self.tags: list[dict[str, Any]] = []  # /api/tags entries as the backend reported them
         self.digests: dict[str, str] = {}  # canonical model -> digest (names the exact tokenizer)
-        self.loaded: dict[str, int] = {}  # canonical model -> context_length from /api/ps
+        self.loaded: dict[str, int] = {}
         self.ps: list[dict[str, Any]] = []
-        self.breaker = CircuitBreaker(router.breaker_failures, router.breaker_reset_s)
+        self.breaker = CircuitBreaker(router.breaker_failures, router.breaker_reset_s,
+                                      on_change=lambda: self.on_change())
         self.gate = AdmissionGate.from_config(config.id, config.characteristics.max_concurrent, router.queue)
         self._ps_refresh: asyncio.Task[None] | None = None
 
@@ -136,8 +165,13 @@ class BackendPool:
 
     def __init__(self, backends: tuple[BackendConfig, ...], router: RouterConfig) -> None:
         self.router = router
-        self.backends: dict[str, Backend] = {b.id: Backend(b, router) for b in backends}
+        # Bumped whenever any backend's routing facts change: the router's cache key.
+        self.revision = 0
+        self.backends: dict[str, Backend] = {b.id: Backend(b, router, on_change=self._changed) for b in backends}
         self._tasks: list[asyncio.Task[Any]] = []
+
+    def _changed(self) -> None:
+        self.revision += 1
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self.backends.values())

@@ -1,14 +1,20 @@
 """The router as the server uses it: live pool state in, a `RoutingDecision` out, outcomes back.
 
-It turns the pool's mutable facts into the frozen `BackendView`s that the pure
-`core.routing.select` decides from, holds the efficiency mode the user set (and what `auto`
-resolves to from the system monitor), and records every attempt's outcome in the backend's
+It turns the pool's mutable facts into the frozen `BackendView`s and the columns (`Fleet`) that
+the pure `core.routing.select` decides from, holds the efficiency mode the user set (and what
+`auto` resolves to from the system monitor), and records every attempt's outcome in the backend's
 breaker and the learned latency book.
+
+Every request pays for its decision, so the columns are kept between requests and rebuilt only
+when something in them changes: the pool's revision (reachability, models, residency, breaker
+events), a breaker's clock running out, or a new system sample (thermal). Learned latency is
+re-read per model by the fleet itself; only in-flight and queued counts are read per request.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from dataclasses import replace
@@ -20,8 +26,9 @@ from ollama_proxy.config.schema import Config
 from ollama_proxy.core.efficiency import effective_mode
 from ollama_proxy.core.modes import EfficiencyMode
 from ollama_proxy.core.routing.breaker import Outcome
+from ollama_proxy.core.routing.fleet import ELIGIBLE, Fleet, Load
 from ollama_proxy.core.routing.latency import LatencyBook
-from ollama_proxy.core.routing.select import RoutingDecision, select_backend
+from ollama_proxy.core.routing.select import RoutingDecision, select
 from ollama_proxy.core.routing.state import BackendView, BreakerState, RouteRequest, ThermalState
 from ollama_proxy.core.telemetry import SystemSnapshot
 from ollama_proxy.core.thermal import backend_thermal
@@ -45,6 +52,10 @@ class Router:
         self._single = enabled[0] if len(pool.backends) == 1 and enabled else None
         self._single_cached: RoutingDecision | None = None
         self._thermal: dict[str, ThermalState] = {}
+        self._queues = [b.gate.queue for b in pool]
+        self._fleet: Fleet | None = None
+        self._fleet_key: tuple[int, SystemSnapshot | None] | None = None
+        self._fleet_expires = math.inf
 
     def effective_mode(self) -> tuple[EfficiencyMode, str]:
         """The mode selection uses now and why (`auto` resolves from the machine's state)."""
@@ -61,16 +72,16 @@ class Router:
                 and request.max_power_watts is None:
             # One backend and nothing to check against it: there is no choice to compute.
             return self._single_decision(self._single, mode)
-        views = self.views()
+        fleet, load = self.fleet(time.monotonic()), self.load()
         try:
-            return select_backend(request, views, mode, rng=self._rng)
+            return select(request, fleet, load, mode, rng=self._rng)
         except NoBackendAvailable:
-            if any(v.enabled and v.healthy and v.breaker is not BreakerState.OPEN for v in views):
+            if (fleet.exclusion == ELIGIBLE).any():
                 raise
         # Every backend failed its last check. Rather than refuse on stale news, try them anyway:
         # one may be back, and if not the client gets the real connect error (502 naming it).
-        hopeful = [replace(v, healthy=True, breaker=BreakerState.CLOSED) for v in views]
-        return select_backend(request, hopeful, mode, rng=self._rng)
+        hopeful = [replace(v, healthy=True, breaker=BreakerState.CLOSED) for v in fleet.views]
+        return select(request, Fleet(hopeful, self.latency), load, mode, rng=self._rng)
 
     def _single_decision(self, backend: Backend, mode: EfficiencyMode) -> RoutingDecision:
         c = backend.config.characteristics
@@ -81,8 +92,25 @@ class Router:
                 mode=mode, scores={}, excluded={})
         return self._single_cached
 
-    def views(self) -> list[BackendView]:
-        now = time.monotonic()
+    def fleet(self, now: float) -> Fleet:
+        """The columns selection reads, rebuilt only when a fact in them has changed."""
+        key = (self.pool.revision, self.monitor.snapshot if self.monitor else None)
+        if self._fleet is None or key != self._fleet_key or now >= self._fleet_expires:
+            self._fleet = Fleet(self.views(now), self.latency)
+            self._fleet_key = key
+            self._fleet_expires = min((b.breaker.routing_state_expiry(now) for b in self.pool), default=math.inf)
+        return self._fleet
+
+    def load(self) -> Load:
+        """In flight and queued per backend, in pool order: the only facts read on every decision."""
+        queues = self._queues
+        waiting = [q.queued for q in queues]
+        return Load.counted([q.in_flight for q in queues], [
+            q.depth_by_level() if w else (0, 0, 0, 0) for q, w in zip(queues, waiting, strict=True)]
+            if any(waiting) else None)
+
+    def views(self, now: float | None = None) -> list[BackendView]:
+        now = time.monotonic() if now is None else now
         return [self._view(b, now) for b in self.pool]
 
     def thermal(self, backend: Backend) -> ThermalState:

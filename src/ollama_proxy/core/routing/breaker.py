@@ -12,6 +12,8 @@ that is not busy must count). The clock is passed in; nothing here sleeps or sch
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from enum import StrEnum
 
 from ollama_proxy.core.routing.state import BreakerState
@@ -42,9 +44,13 @@ class CircuitBreaker:
     The pool calls `record` for every finished attempt (and for health checks, which make good
     probes), `on_dispatch` when it sends a request, and `routing_state` when it builds the
     `BackendView` that selection reads.
+
+    `on_change` is called whenever an event changes what `routing_state` answers, so a router that
+    caches it knows when to look again; `routing_state_expiry` says when time alone will change it.
     """
 
-    def __init__(self, failures: int = 3, reset_s: float = 10.0) -> None:
+    def __init__(self, failures: int = 3, reset_s: float = 10.0, *,
+                 on_change: Callable[[], None] | None = None) -> None:
         if failures < 1 or reset_s <= 0:
             raise ValueError(f"failures must be >= 1 and reset_s > 0, got {failures} and {reset_s}")
         self.failures = failures
@@ -52,6 +58,7 @@ class CircuitBreaker:
         self._consecutive = 0
         self._opened_at: float | None = None
         self._probe_since: float | None = None
+        self._on_change = on_change
 
     @property
     def consecutive_failures(self) -> int:
@@ -75,13 +82,33 @@ class CircuitBreaker:
             return BreakerState.OPEN
         return state
 
+    def routing_state_expiry(self, now: float) -> float:
+        """The earliest time after `now` at which `routing_state` may change with no event (inf: never).
+
+        Open turns half-open `reset_s` after opening, and a probe stops blocking `reset_s` after it left.
+        """
+        times = [t + self.reset_s for t in (self._opened_at, self._probe_since) if t is not None]
+        return min((t for t in times if t > now), default=math.inf)
+
     def on_dispatch(self, now: float) -> None:
         """A request is being sent; in half-open it becomes the probe."""
         if self.state(now) is BreakerState.HALF_OPEN:
             self._probe_since = now
+            self._changed()
 
     def record(self, outcome: Outcome, now: float) -> BreakerState:
         """Account for one finished attempt and return the new state."""
+        before = (self._opened_at, self._probe_since)
+        self._record(outcome, now)
+        if (self._opened_at, self._probe_since) != before:
+            self._changed()
+        return self.state(now)
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
+
+    def _record(self, outcome: Outcome, now: float) -> None:
         if outcome in _FAILURES:
             self._consecutive += 1
             state = self.state(now)
@@ -97,4 +124,3 @@ class CircuitBreaker:
         else:
             # Busy or client gone: the probe told us nothing, so let another one go.
             self._probe_since = None
-        return self.state(now)

@@ -6,12 +6,17 @@ and slot hold time for its (backend, model) pair. Once a pair has been observed 
 the static guess. Cold loads are taken out of the samples: whether a model is resident is scored
 separately (`select.py`), and a few seconds of load time would poison the average for minutes.
 
-Pure: the pool feeds observations in and copies `LatencyBook.for_backend` into each `BackendView`.
+Pure: the pool feeds observations in; selection reads the book through `revision` and `column`
+(see `fleet.py`), or a copy of `for_backend` in a `BackendView`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
 
 from ollama_proxy.core.admission import Priority
 from ollama_proxy.core.ollama_api import canonical_model
@@ -20,6 +25,8 @@ from ollama_proxy.core.routing.state import BackendView, LatencyStats
 DEFAULT_ALPHA = 0.3
 # Slot hold time assumed before any request on the backend has finished.
 DEFAULT_SERVICE_MS = 3_000.0
+
+_Number = TypeVar("_Number", float, np.ndarray)
 
 
 def updated(prev: LatencyStats | None, *, ttft_ms: float, total_ms: float,
@@ -47,6 +54,9 @@ class LatencyBook:
 
     alpha: float = DEFAULT_ALPHA
     _stats: dict[str, dict[str, LatencyStats]] = field(default_factory=dict)
+    # Per canonical model, bumped by every change to any backend's stats for it: selection caches
+    # a column per model and re-reads it only when this moves.
+    _revisions: dict[str, int] = field(default_factory=dict)
 
     def observe(self, backend_id: str, model: str, *, ttft_ms: float, total_ms: float,
                 tokens_per_s: float | None = None, load_ms: float = 0.0) -> LatencyStats:
@@ -62,6 +72,7 @@ class LatencyBook:
         stats = updated(per_model.get(key), ttft_ms=max(0.0, ttft_ms - load_ms),
                         total_ms=max(0.0, total_ms - load_ms), tokens_per_s=tokens_per_s, alpha=self.alpha)
         per_model[key] = stats
+        self._bump(key)
         return stats
 
     def get(self, backend_id: str, model: str) -> LatencyStats | None:
@@ -72,7 +83,20 @@ class LatencyBook:
 
     def forget(self, backend_id: str) -> None:
         """Drop what was learned, e.g. after the backend's hardware or config changed."""
-        self._stats.pop(backend_id, None)
+        for model in self._stats.pop(backend_id, {}):
+            self._bump(model)
+
+    def revision(self, model: str) -> int:
+        """A number that changes whenever any backend's stats for canonical `model` change."""
+        return self._revisions.get(model, 0)
+
+    def column(self, backend_ids: Sequence[str], model: str) -> list[LatencyStats | None]:
+        """The stats for canonical `model` on each backend, in the order given (None: not observed)."""
+        empty: dict[str, LatencyStats] = {}
+        return [self._stats.get(b, empty).get(model) for b in backend_ids]
+
+    def _bump(self, model: str) -> None:
+        self._revisions[model] = self._revisions.get(model, 0) + 1
 
 
 def estimate_latency_ms(view: BackendView, model: str | None,
@@ -84,8 +108,18 @@ def estimate_latency_ms(view: BackendView, model: str | None,
     """
     stats = view.latency.get(model) if model is not None else None
     base = stats.ttft_ms if stats is not None else view.avg_latency_ms
-    ahead = view.in_flight + sum(view.queued[priority:]) - view.max_concurrent + 1
-    if ahead <= 0:
-        return base
-    service_ms = stats.service_ms if stats is not None else max(DEFAULT_SERVICE_MS, base)
-    return base + ahead / view.max_concurrent * service_ms
+    service_ms = stats.service_ms if stats is not None else default_service_ms(base)
+    return float(with_queue_wait(base, service_ms, view.in_flight + sum(view.queued[priority:]),
+                                 view.max_concurrent))
+
+
+def default_service_ms(base_ms: _Number) -> _Number:
+    """Slot hold time assumed where none was learned: at least as long as the first token takes."""
+    return np.maximum(DEFAULT_SERVICE_MS, base_ms)
+
+
+def with_queue_wait(base_ms: _Number, service_ms: _Number, ahead: _Number, max_concurrent: _Number) -> _Number:
+    """`base_ms` plus the wait behind `ahead` requests (in flight and queued before this one), which
+    drain `max_concurrent` at a time. Works on numbers and elementwise on numpy arrays alike."""
+    beyond = ahead - max_concurrent + 1
+    return np.where(beyond > 0, base_ms + beyond / max_concurrent * service_ms, base_ms)

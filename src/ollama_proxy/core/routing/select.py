@@ -1,39 +1,53 @@
 """Backend selection: filter the backends that may serve a request, score the rest, explain the pick.
 
-`select_backend` is a pure function of the request, a snapshot of every backend (`BackendView`),
-the efficiency mode and a random generator used only to break near-ties. It returns a
-`RoutingDecision` (the pick, the failover order, estimates, a one-line reason and every score) or
-raises `NoBackendAvailable` whose `reasons` say which constraint excluded which backend and whose
-`status` is the HTTP answer: 400 unknown target, 404 model nowhere, 503 otherwise.
+`select` is a pure function of the request, the backends' slow-changing facts as columns
+(`fleet.Fleet`), their current load (`fleet.Load`), the efficiency mode and a random generator
+used only to break near-ties; `select_backend` does the same from a list of `BackendView`s. Both
+return a `RoutingDecision` (the pick, the failover order, estimates, a one-line reason and every
+score) or raise `NoBackendAvailable` whose `reasons` say which constraint excluded which backend
+and whose `status` is the HTTP answer: 400 unknown target, 404 model nowhere, 503 otherwise.
+
+Every backend is filtered and scored at once, as numpy arrays, so a decision costs about the same
+with a hundred backends as with four. The arithmetic is the scalar formula's, term by term in the
+same order, so scores (and therefore ties) are exactly what the one-backend-at-a-time reading of
+the formula gives. The score per backend and the exclusion texts are built only when read.
 
 It does not know how views are built, how requests are sent or retried, or what time it is: state
-that changes with time (breaker half-open, learned latency) is resolved when the view is built.
+that changes with time (breaker half-open, learned latency) is resolved when the views are built.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from operator import mul
-from types import MappingProxyType
+from operator import mul, sub
+
+import numpy as np
 
 from ollama_proxy.core.modes import EfficiencyMode
-from ollama_proxy.core.routing.latency import estimate_latency_ms
-from ollama_proxy.core.routing.state import BackendView, BreakerState, RouteRequest, ThermalLevel
+from ollama_proxy.core.routing.fleet import (
+    BREAKER_OPEN,
+    DISABLED,
+    ELIGIBLE,
+    NO_MODEL,
+    NOT_REPORTED,
+    OVER_LATENCY,
+    OVER_POWER,
+    UNHEALTHY,
+    Fleet,
+    Load,
+    closeness,
+)
+from ollama_proxy.core.routing.state import BackendView, RouteRequest
 from ollama_proxy.core.routing.weights import FACTORS, Weights, weights_for
-from ollama_proxy.core.thermal import PENALTY as THERMAL_PENALTY
 from ollama_proxy.errors import NoBackendAvailable
 
 # Scores within this distance of the best count as a tie and are picked at random, which also
 # spreads load over identical backends.
 TIE_MARGIN = 0.01
 
-# How quiet the hardware is under load: discrete GPUs and CPUs spin fans up, NPUs and iGPUs do not.
-_QUIET = {"npu": 1.0, "igpu": 0.9, "other": 0.6, "cpu": 0.3, "nvidia": 0.1}
-_HOT = frozenset({ThermalLevel.HOT, ThermalLevel.CRITICAL})
-_HEALTH = {BreakerState.CLOSED: 1.0, BreakerState.HALF_OPEN: 0.3}
 # Words for the reason header, one per `Weights` factor.
 _WHY = {"latency": "faster", "power": "lower power", "load": "less busy", "thermal": "cooler",
         "noise": "quieter", "priority": "higher priority", "residency": "model loaded",
@@ -69,34 +83,54 @@ class RoutingDecision:
 def select_backend(request: RouteRequest, backends: Sequence[BackendView],
                    mode: EfficiencyMode = EfficiencyMode.BALANCED, weights: Weights | None = None, *,
                    rng: random.Random, tie_margin: float = TIE_MARGIN) -> RoutingDecision:
-    """Pick a backend for `request`; `weights` overrides the mode's table (headers still shift it)."""
-    if not backends:
-        raise NoBackendAvailable("no backends are configured", status=503)
-    if request.target is not None and all(b.id != request.target for b in backends):
-        configured = ", ".join(b.id for b in backends)
-        raise NoBackendAvailable(f"unknown X-Target-Backend {request.target!r}; configured backends: "
-                                 f"{configured}", {request.target: "not configured"}, status=400)
+    """Pick a backend for `request` from one snapshot of each backend (columns built per call)."""
+    return select(request, Fleet(backends), Load.of(backends), mode, weights, rng=rng, tie_margin=tie_margin)
 
-    eligible, estimates, excluded, model_nowhere = _filter(request, backends)
-    if not eligible:
-        raise _rejection(request, excluded, model_nowhere)
+
+def select(request: RouteRequest, fleet: Fleet, load: Load, mode: EfficiencyMode = EfficiencyMode.BALANCED,
+           weights: Weights | None = None, *, rng: random.Random, tie_margin: float = TIE_MARGIN
+           ) -> RoutingDecision:
+    """Pick a backend for `request`; `weights` overrides the mode's table (headers still shift it)."""
+    if not len(fleet):
+        raise NoBackendAvailable("no backends are configured", status=503)
+    target = None
+    if request.target is not None:
+        target = fleet.index.get(request.target)
+        if target is None:
+            raise NoBackendAvailable(f"unknown X-Target-Backend {request.target!r}; configured backends: "
+                                     f"{', '.join(fleet.ids)}", {request.target: "not configured"}, status=400)
+
+    screen = _Screen(request, fleet, load, target)
+    eligible = screen.eligible
+    if not len(eligible):
+        raise _rejection(request, dict(screen.excluded), screen.model_nowhere)
 
     w = _shifted(weights or weights_for(mode), request.wants_low_latency, request.power_efficient)
-    scores = {b.id: _score(b, request, estimates[b.id], w) for b in eligible}
-    ranked = sorted(eligible, key=lambda b: scores[b.id].total, reverse=True)
-    best = scores[ranked[0].id].total
-    tied = [b for b in ranked if best - scores[b.id].total <= tie_margin]
-    chosen = rng.choice(tied) if len(tied) > 1 else ranked[0]
-    rest = tuple(b.id for b in ranked if b is not chosen)
+    table = _ScoreTable(fleet, screen, request, load, w)
+    if len(eligible) == 1:
+        ranked, tied = eligible.tolist(), 1
+    else:
+        scored = table.total if len(eligible) == len(fleet) else table.total[eligible]
+        order = np.argsort(-scored, kind="stable")
+        ranked = eligible[order].tolist()
+        ranked_scores = scored[order].tolist()
+        # Sorted high to low, the near-ties are a prefix of the ranking.
+        best, tied = ranked_scores[0], 1
+        while tied < len(ranked_scores) and best - ranked_scores[tied] <= tie_margin:
+            tied += 1
+    pick = rng.choice(range(tied)) if tied > 1 else 0
+    chosen = ranked[pick]
+    alternatives = fleet.id_array[ranked].tolist()
+    del alternatives[pick]
     return RoutingDecision(
-        backend_id=chosen.id,
-        alternatives=rest,
-        estimated_latency_ms=estimates[chosen.id],
-        estimated_power_w=chosen.power_watts,
-        reason=_reason(request, mode, chosen, ranked, scores, w, len(tied), len(excluded)),
+        backend_id=fleet.ids[chosen],
+        alternatives=tuple(alternatives),
+        estimated_latency_ms=screen.estimates.item(chosen),
+        estimated_power_w=fleet.views[chosen].power_watts,
+        reason=_reason(request, mode, chosen, ranked, table, w, tied, len(screen.excluded)),
         mode=mode,
-        scores=MappingProxyType(scores),
-        excluded=MappingProxyType(excluded),
+        scores=table,
+        excluded=screen.excluded,
     )
 
 
@@ -117,60 +151,131 @@ def _shifted(weights: Weights, latency_critical: bool, power_efficient: bool) ->
     return weights.shifted(latency_critical=latency_critical, power_efficient=power_efficient)
 
 
-def _filter(request: RouteRequest, backends: Sequence[BackendView]
-            ) -> tuple[list[BackendView], dict[str, float], dict[str, str], bool]:
-    """Eligible backends, their latency estimates, exclusion reasons, and whether every considered
-    backend has reported a model list without the model (then the answer is 404, not 503)."""
-    model = request.model
-    # Be lenient with backends that have not reported their models only while no backend is known
-    # to have the model: at start-up every list is empty, and refusing then would be wrong.
-    lenient = model is None or not any(b.has_model(model) for b in backends if b.enabled)
-    eligible: list[BackendView] = []
-    estimates: dict[str, float] = {}
-    excluded: dict[str, str] = {}
-    model_nowhere = model is not None
-    for b in backends:
-        if request.target is not None and b.id != request.target:
-            continue
-        if model is not None and b.has_model(model) is not False:
-            model_nowhere = False
-        estimate = estimate_latency_ms(b, model, request.priority)
-        reason = _exclusion(b, request, estimate, lenient)
-        if reason is None:
-            estimates[b.id] = estimate
-            eligible.append(b)
+class _Screen:
+    """The filter: latency estimates, which rows may serve, and why the others may not."""
+
+    def __init__(self, request: RouteRequest, fleet: Fleet, load: Load, target: int | None) -> None:
+        model = fleet.for_model(request.model)
+        self.latency = latency = fleet.latency(request.model)
+        beyond = load.ahead(request.priority) - fleet.slack
+        # Requests beyond the free slots wait for completions, `max_concurrent` at a time
+        # (`latency.with_queue_wait`, which this is, less the work when nobody waits).
+        self.queueing = bool(beyond.max() > 0)
+        self.estimates: np.ndarray = latency.ttft_ms if not self.queueing else np.where(
+            beyond > 0, latency.ttft_ms + beyond / fleet.max_concurrent * latency.service_ms, latency.ttft_ms)
+        why = model.exclusion
+        if request.max_power_watts is not None:
+            why = np.where((why == ELIGIBLE) & (fleet.power_watts > request.max_power_watts), OVER_POWER, why)
+        if request.max_latency_ms is not None:
+            why = np.where((why == ELIGIBLE) & (self.estimates > request.max_latency_ms), OVER_LATENCY, why)
+        if target is not None:
+            eligible = np.array([target] if why[target] == ELIGIBLE else [], dtype=np.intp)
+            considered = 1
+            self.model_nowhere = request.model is not None and not model.may_have[target]
         else:
-            excluded[b.id] = reason
-    # Hardware at a critical temperature is spared whenever anything else can serve; when nothing
-    # else can, a slow answer beats a refusal, and the thermal factor still scores it lowest.
-    cool = [b for b in eligible if b.thermal.level is not ThermalLevel.CRITICAL]
-    if cool and len(cool) < len(eligible):
-        for b in eligible:
-            if b.thermal.level is ThermalLevel.CRITICAL:
-                excluded[b.id] = f"thermal critical ({b.thermal.reason or 'no reason given'})"
-        eligible = cool
-    return eligible, estimates, excluded, model_nowhere
+            eligible = model.eligible if why is model.exclusion else (why == ELIGIBLE).nonzero()[0]
+            considered = len(why)
+            self.model_nowhere = model.nowhere
+        refused = considered - len(eligible)
+        # Hardware at a critical temperature is spared whenever anything else can serve; when nothing
+        # else can, a slow answer beats a refusal, and the thermal factor still scores it lowest.
+        spared = eligible[:0]
+        if fleet.any_critical:
+            hot = fleet.critical[eligible]
+            if hot.any() and not hot.all():
+                spared, eligible = eligible[hot], eligible[~hot]
+        self.eligible: np.ndarray = eligible
+        self.excluded = _Excluded(request, fleet, why, target, spared, refused, self.estimates)
 
 
-def _exclusion(b: BackendView, request: RouteRequest, estimate_ms: float, lenient: bool) -> str | None:
-    """Why `b` cannot take the request, or None. Checks run cheapest and most fundamental first."""
-    if not b.enabled:
-        return "disabled"
-    if not b.healthy:
-        return "unhealthy (failing health checks)"
-    if b.breaker is BreakerState.OPEN:
-        return "circuit breaker open"
-    if request.model is not None:
-        has = b.has_model(request.model)
-        if has is False:
+class _Excluded(Mapping[str, str]):
+    """Backend id -> why it was left out, in backend order (thermal exclusions last); the texts are
+    written only when read, which a served request rarely does."""
+
+    def __init__(self, request: RouteRequest, fleet: Fleet, why: np.ndarray, target: int | None,
+                 spared: np.ndarray, refused: int, estimates: np.ndarray) -> None:
+        self._request, self._fleet, self._why, self._target = request, fleet, why, target
+        self._spared, self._count, self._estimates = spared, refused + len(spared), estimates
+        self._texts: dict[str, str] | None = None
+
+    def _all(self) -> dict[str, str]:
+        if self._texts is None:
+            rows = (self._why != ELIGIBLE).nonzero()[0].tolist()
+            if self._target is not None:
+                rows = [r for r in rows if r == self._target]
+            ids, views = self._fleet.ids, self._fleet.views
+            self._texts = {ids[r]: self._text(r) for r in rows}
+            self._texts.update((ids[r], f"thermal critical ({views[r].thermal.reason or 'no reason given'})")
+                               for r in self._spared.tolist())
+        return self._texts
+
+    def _text(self, row: int) -> str:
+        view, request, code = self._fleet.views[row], self._request, self._why.item(row)
+        if code == OVER_POWER:
+            return f"power {view.power_watts:g} W over the {request.max_power_watts:g} W budget"
+        if code == OVER_LATENCY:
+            return (f"estimated latency {self._estimates.item(row):.0f} ms over the "
+                    f"{request.max_latency_ms:.0f} ms budget")
+        if code == NO_MODEL:
             return f"model {request.model!r} not available"
-        if has is None and not lenient:
-            return "model list not reported yet"
-    if request.max_power_watts is not None and b.power_watts > request.max_power_watts:
-        return f"power {b.power_watts:g} W over the {request.max_power_watts:g} W budget"
-    if request.max_latency_ms is not None and estimate_ms > request.max_latency_ms:
-        return f"estimated latency {estimate_ms:.0f} ms over the {request.max_latency_ms:.0f} ms budget"
-    return None
+        return _FIXED_TEXT[code]
+
+    def __getitem__(self, backend_id: str) -> str:
+        return self._all()[backend_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return self._count
+
+
+_FIXED_TEXT = {DISABLED: "disabled", UNHEALTHY: "unhealthy (failing health checks)",
+               BREAKER_OPEN: "circuit breaker open", NOT_REPORTED: "model list not reported yet"}
+
+
+class _ScoreTable(Mapping[str, BackendScore]):
+    """Every row's factors and weighted total, computed at once; read as backend id -> `BackendScore`
+    over the eligible backends, each built only when read."""
+
+    def __init__(self, fleet: Fleet, screen: _Screen, request: RouteRequest, load: Load, w: Weights) -> None:
+        model = fleet.for_model(request.model)
+        static = fleet.weighted(w)
+        v = w.vector
+        latency = (closeness(screen.estimates, w.latency_ref_ms) if screen.queueing
+                   else screen.latency.factor(w.latency_ref_ms))
+        # Load: occupancy including the queue.
+        if load.idle:
+            busy, busy_term = fleet.ones, static.idle_load_term
+        else:
+            busy = 1.0 / (1.0 + load.busy() / fleet.max_concurrent)
+            busy_term = v[2] * busy
+        fits = model.fits(request.context_tokens) if request.model is not None else model.resident
+        # Term by term in `FACTORS` order, as `sum` over one backend's factors adds them.
+        total = (v[0] * latency + static.power_term + busy_term + static.thermal_term + static.noise_term
+                 + static.priority_term + v[6] * model.resident + v[7] * fits + static.health_term)
+        self.total: np.ndarray = total / w.total
+        self.factors = (latency, static.power, busy, fleet.thermal, fleet.noise, fleet.priority, model.resident,
+                        fits, fleet.health)
+        self._fleet, self._screen = fleet, screen
+        self._eligible: frozenset[int] | None = None
+
+    def factors_of(self, row: int) -> tuple[float, ...]:
+        return tuple([f.item(row) for f in self.factors])
+
+    def __getitem__(self, backend_id: str) -> BackendScore:
+        row = self._fleet.index.get(backend_id)
+        if self._eligible is None:
+            self._eligible = frozenset(self._screen.eligible.tolist())
+        if row not in self._eligible:
+            raise KeyError(backend_id)
+        return BackendScore(self.total.item(row), self._screen.estimates.item(row), self.factors_of(row))
+
+    def __iter__(self) -> Iterator[str]:
+        return (self._fleet.ids[r] for r in self._screen.eligible.tolist())
+
+    def __len__(self) -> int:
+        return len(self._screen.eligible)
 
 
 def _rejection(request: RouteRequest, excluded: dict[str, str], model_nowhere: bool) -> NoBackendAvailable:
@@ -185,38 +290,8 @@ def _rejection(request: RouteRequest, excluded: dict[str, str], model_nowhere: b
     return NoBackendAvailable(f"no backend satisfies the request: {detail}", excluded, status=503)
 
 
-def _score(b: BackendView, request: RouteRequest, latency_ms: float, w: Weights) -> BackendScore:
-    model = request.model
-    if model is None:
-        resident = fits = 1.0
-    elif model in b.loaded:
-        ctx = b.loaded[model]
-        resident = 1.0
-        # Ollama reloads a runner whose num_ctx differs (reference 4.5): only a large enough one is warm.
-        fits = 1.0 if ctx is None or request.context_tokens is None or ctx >= request.context_tokens else 0.0
-    else:
-        resident = fits = 0.0
-    level = b.thermal.level
-    lat = latency_ms / w.latency_ref_ms
-    power = b.power_watts / w.power_ref_w
-    factors = (
-        # 1 at zero, 0.5 at the reference, flat near zero so small differences matter little.
-        1.0 / (1.0 + lat * lat),
-        1.0 / (1.0 + power * power),
-        1.0 / (1.0 + (b.in_flight + b.queued_total) / b.max_concurrent),
-        1.0 - THERMAL_PENALTY[level],
-        _QUIET.get(b.hardware, _QUIET["other"]) * (0.5 if level in _HOT else 1.0),
-        min(b.priority, 100) / 100,
-        resident,
-        fits,
-        _HEALTH.get(b.breaker, 0.0),
-    )
-    total = sum(map(mul, w.vector, factors)) / w.total
-    return BackendScore(total, latency_ms, factors)
-
-
-def _reason(request: RouteRequest, mode: EfficiencyMode, chosen: BackendView, ranked: list[BackendView],
-            scores: dict[str, BackendScore], w: Weights, tied: int, excluded: int) -> str:
+def _reason(request: RouteRequest, mode: EfficiencyMode, chosen: int, ranked: list[int], table: _ScoreTable,
+            w: Weights, tied: int, excluded: int) -> str:
     """One short ASCII line for X-Routing-Reason: mode, what set the pick apart, how many competed."""
     label = mode.value
     if request.wants_low_latency:
@@ -231,10 +306,8 @@ def _reason(request: RouteRequest, mode: EfficiencyMode, chosen: BackendView, ra
         why = f"near-tie of {tied}, random pick"
     else:
         # No tie, so the chosen one is ranked first.
-        runner_up = scores[ranked[1].id].factors
-        mine = scores[chosen.id].factors
-        gains = sorted(((wk * (a - b), k) for wk, a, b, k in zip(w.vector, mine, runner_up, FACTORS,
-                                                                   strict=True)), reverse=True)
+        gains = sorted(zip(map(mul, w.vector, map(sub, table.factors_of(chosen), table.factors_of(ranked[1]))),
+                           FACTORS, strict=True), reverse=True)
         why = ", ".join(_WHY[k] for gain, k in gains[:2] if gain > 0) or "best overall"
         why += f" (best of {len(ranked)})"
     if excluded:

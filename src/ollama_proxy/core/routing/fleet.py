@@ -1,0 +1,237 @@
+"""Backend facts as columns, one numpy array per fact and one row per backend, for fast selection.
+
+Selection scores every backend on every request. Done one Python object at a time that costs
+microseconds per backend, which at a hundred backends is milliseconds per request. `Fleet` lays
+out once what changes slowly (configuration, health, breaker, thermal state) and derives on first
+use, per model, what depends on the model (has it, has it loaded and at which context, learned
+latency); `Load` carries what changes with every request (in flight, queued). `select.py` scores
+all rows at once from both.
+
+Pure: built from `BackendView`s. It does not know where they came from or when they change; the
+owner builds a new `Fleet` when they do (the router keeps one per change, see `adapters/routing.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from ollama_proxy.core.routing.latency import default_service_ms
+from ollama_proxy.core.routing.state import BackendView, BreakerState, LatencyStats, ThermalLevel
+from ollama_proxy.core.routing.weights import Weights
+from ollama_proxy.core.thermal import PENALTY as THERMAL_PENALTY
+
+# Why a row cannot serve: the first check that failed, cheapest and most fundamental first.
+# Plain ints, not an enum: numpy compares against them on every request.
+ELIGIBLE, DISABLED, UNHEALTHY, BREAKER_OPEN, NO_MODEL, NOT_REPORTED, OVER_POWER, OVER_LATENCY = range(8)
+
+# How quiet the hardware is under load: discrete GPUs and CPUs spin fans up, NPUs and iGPUs do not.
+_QUIET = {"npu": 1.0, "igpu": 0.9, "other": 0.6, "cpu": 0.3, "nvidia": 0.1}
+_HOT = frozenset({ThermalLevel.HOT, ThermalLevel.CRITICAL})
+_HEALTH = {BreakerState.CLOSED: 1.0, BreakerState.HALF_OPEN: 0.3}
+
+
+class LearnedLatency(Protocol):
+    """Where learned latency comes from (`LatencyBook` is one); model names are canonical."""
+
+    def revision(self, model: str) -> int: ...
+    def column(self, backend_ids: Sequence[str], model: str) -> list[LatencyStats | None]: ...
+
+
+class _ViewLatency:
+    """Learned latency as copied into the views: fixed for the life of the fleet."""
+
+    def __init__(self, views: Sequence[BackendView]) -> None:
+        self._views = views
+
+    def revision(self, model: str) -> int:
+        return 0
+
+    def column(self, backend_ids: Sequence[str], model: str) -> list[LatencyStats | None]:
+        return [v.latency.get(model) for v in self._views]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelColumns:
+    """What one requested model (None: a call naming no model) means for every row."""
+
+    exclusion: np.ndarray  # int8 reason code, before the request's budgets
+    eligible: np.ndarray  # rows whose code is ELIGIBLE
+    may_have: np.ndarray  # bool: has it, or has not reported (a 404 needs every one to say no)
+    nowhere: bool  # no row may have it
+    resident: np.ndarray  # float 1.0/0.0: loaded now
+    context: np.ndarray  # float: context it is loaded with; inf when unknown, -inf when not loaded
+
+    def fits(self, context_tokens: int | None) -> np.ndarray:
+        """1.0 where the model is loaded at a large enough context (Ollama reloads a runner whose
+        num_ctx differs, reference 4.5), else 0.0."""
+        if context_tokens is None:
+            return self.resident
+        return (self.context >= context_tokens).astype(np.float64)
+
+
+def closeness(values: np.ndarray, reference: float) -> np.ndarray:
+    """The latency and power factors: 1 at zero, 0.5 at `reference`, flat near zero so small
+    differences matter little."""
+    ratio = values / reference
+    return 1.0 / (1.0 + ratio * ratio)
+
+
+@dataclass(slots=True)
+class LatencyColumns:
+    """Per row, the time to first token with nobody waiting and the slot hold time, for one model."""
+
+    revision: int  # of the learned numbers these were read from
+    ttft_ms: np.ndarray
+    service_ms: np.ndarray
+    _factors: dict[float, np.ndarray] = field(default_factory=dict)
+
+    def factor(self, latency_ref_ms: float) -> np.ndarray:
+        """The latency factor of `ttft_ms` (the estimate whenever nobody has to wait)."""
+        cached = self._factors.get(latency_ref_ms)
+        if cached is None:
+            cached = self._factors[latency_ref_ms] = closeness(self.ttft_ms, latency_ref_ms)
+        return cached
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedColumns:
+    """The factors that do not depend on the request, for one `Weights`: the power factor and the
+    weighted terms (kept apart so the weighted sum adds terms in `FACTORS` order, as the reference)."""
+
+    power: np.ndarray
+    power_term: np.ndarray
+    idle_load_term: np.ndarray  # the load term where nothing is in flight or queued
+    thermal_term: np.ndarray
+    noise_term: np.ndarray
+    priority_term: np.ndarray
+    health_term: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """The per-request numbers, one row per backend: requests in flight and waiters per priority."""
+
+    in_flight: np.ndarray  # int64 (n,)
+    queued: np.ndarray | None  # int64 (n, 4); None when nobody waits anywhere (the usual case)
+    idle: bool  # nothing in flight or queued anywhere
+
+    @classmethod
+    def counted(cls, in_flight: Sequence[int], queued: Sequence[Sequence[int]] | None) -> Load:
+        """From per-row counts; `queued` None (or all zero) when nobody waits."""
+        waits = np.array(queued, dtype=np.int64).reshape(len(in_flight), 4) if queued is not None else None
+        if waits is not None and not waits.any():
+            waits = None
+        return cls(np.array(in_flight, dtype=np.int64), waits, waits is None and not any(in_flight))
+
+    @classmethod
+    def of(cls, views: Sequence[BackendView]) -> Load:
+        return cls.counted([v.in_flight for v in views], [v.queued for v in views])
+
+    def ahead(self, priority: int) -> np.ndarray:
+        """Requests that would start before a new one at `priority`: in flight, queued at or above it."""
+        if self.queued is None:
+            return self.in_flight
+        return self.in_flight + self.queued[:, priority:].sum(axis=1)
+
+    def busy(self) -> np.ndarray:
+        """In flight plus every waiter."""
+        if self.queued is None:
+            return self.in_flight
+        return self.in_flight + self.queued.sum(axis=1)
+
+
+class Fleet:
+    """Columns of every backend's slow-changing facts, in the order of `views`."""
+
+    def __init__(self, views: Sequence[BackendView], learned: LearnedLatency | None = None) -> None:
+        self.views = tuple(views)
+        self.ids = tuple(v.id for v in self.views)
+        self.index = {bid: i for i, bid in enumerate(self.ids)}
+        self.id_array = np.array(self.ids, dtype=object)
+        self._learned = learned if learned is not None else _ViewLatency(self.views)
+        views = self.views
+        self.power_watts = _column([v.power_watts for v in views])
+        self.avg_latency_ms = _column([v.avg_latency_ms for v in views])
+        self.max_concurrent = np.array([v.max_concurrent for v in views], dtype=np.int64)
+        # A request waits once `max_concurrent` are ahead of it: ahead - slack > 0.
+        self.slack = self.max_concurrent - 1
+        self.exclusion = np.array([DISABLED if not v.enabled else UNHEALTHY if not v.healthy
+                                   else BREAKER_OPEN if v.breaker is BreakerState.OPEN
+                                   else ELIGIBLE for v in views], dtype=np.int8)
+        self.enabled = np.array([v.enabled for v in views], dtype=bool)
+        self.critical = np.array([v.thermal.level is ThermalLevel.CRITICAL for v in views], dtype=bool)
+        self.any_critical = bool(self.critical.any())
+        self.ones = np.ones(len(views))
+        self.thermal = _column([1.0 - THERMAL_PENALTY[v.thermal.level] for v in views])
+        self.noise = _column([_QUIET.get(v.hardware, _QUIET["other"]) * (0.5 if v.thermal.level in _HOT else 1.0)
+                             for v in views])
+        self.priority = _column([min(v.priority, 100) / 100 for v in views])
+        self.health = _column([_HEALTH.get(v.breaker, 0.0) for v in views])
+        self._configured_latency = LatencyColumns(0, self.avg_latency_ms, default_service_ms(self.avg_latency_ms))
+        self._models: dict[str | None, ModelColumns] = {}
+        self._latency: dict[str, LatencyColumns] = {}
+        self._weighted: dict[int, tuple[Weights, WeightedColumns]] = {}
+
+    def __len__(self) -> int:
+        return len(self.views)
+
+    def for_model(self, model: str | None) -> ModelColumns:
+        cols = self._models.get(model)
+        if cols is None:
+            cols = self._models[model] = self._model_columns(model)
+        return cols
+
+    def latency(self, model: str | None) -> LatencyColumns:
+        """Time to first token and slot hold time per row: learned for `model` where observed, else
+        the configured guess (re-read only when the learned numbers for `model` have changed)."""
+        if model is None:
+            return self._configured_latency
+        revision = self._learned.revision(model)
+        cached = self._latency.get(model)
+        if cached is None or cached.revision != revision:
+            stats = self._learned.column(self.ids, model)
+            pairs = zip(stats, self.avg_latency_ms.tolist(), self._configured_latency.service_ms.tolist(), strict=True)
+            base, service = zip(*((s.ttft_ms, s.service_ms) if s is not None else (avg, default)
+                                  for s, avg, default in pairs), strict=True)
+            cached = self._latency[model] = LatencyColumns(revision, _column(base), _column(service))
+        return cached
+
+    def weighted(self, w: Weights) -> WeightedColumns:
+        # Keyed by identity (weights come from a small cache), checked so a recycled id cannot alias.
+        cached = self._weighted.get(id(w))
+        if cached is None or cached[0] is not w:
+            power = closeness(self.power_watts, w.power_ref_w)
+            cached = self._weighted[id(w)] = (w, WeightedColumns(
+                power, w.power * power, w.load * self.ones, w.thermal * self.thermal,
+                w.noise * self.noise, w.priority * self.priority, w.health * self.health))
+        return cached[1]
+
+    def _model_columns(self, model: str | None) -> ModelColumns:
+        n = len(self.views)
+        if model is None:
+            return ModelColumns(self.exclusion, (self.exclusion == ELIGIBLE).nonzero()[0], np.ones(n, dtype=bool),
+                                False, np.ones(n), np.full(n, np.inf))
+        has = [v.has_model(model) for v in self.views]
+        # Lenient with backends that have not reported their models only while no backend is known
+        # to have the model: at start-up every list is empty, and refusing then would be wrong.
+        lenient = not any(h is True and v.enabled for h, v in zip(has, self.views, strict=True))
+        own = np.array([NO_MODEL if h is False else NOT_REPORTED if h is None and not lenient else ELIGIBLE
+                        for h in has], dtype=np.int8)
+        exclusion = np.where(self.exclusion != ELIGIBLE, self.exclusion, own)
+        context = [v.loaded.get(model, -np.inf) for v in self.views]
+        return ModelColumns(
+            exclusion=exclusion,
+            eligible=(exclusion == ELIGIBLE).nonzero()[0],
+            may_have=np.array([h is not False for h in has], dtype=bool),
+            nowhere=all(h is False for h in has),
+            resident=np.array([model in v.loaded for v in self.views], dtype=np.float64),
+            context=np.array([np.inf if c is None else c for c in context], dtype=np.float64),
+        )
+
+
+def _column(values: Sequence[float]) -> np.ndarray:
+    return np.array(values, dtype=np.float64)
