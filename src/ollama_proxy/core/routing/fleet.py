@@ -38,6 +38,7 @@ class LearnedLatency(Protocol):
     """Where learned latency comes from (`LatencyBook` is one); model names are canonical."""
 
     def revision(self, model: str) -> int: ...
+    def changed_since(self, model: str, revision: int) -> set[str] | None: ...
     def column(self, backend_ids: Sequence[str], model: str) -> list[LatencyStats | None]: ...
 
 
@@ -49,6 +50,9 @@ class _ViewLatency:
 
     def revision(self, model: str) -> int:
         return 0
+
+    def changed_since(self, model: str, revision: int) -> set[str] | None:
+        return set()
 
     def column(self, backend_ids: Sequence[str], model: str) -> list[LatencyStats | None]:
         return [v.latency.get(model) for v in self._views]
@@ -192,13 +196,33 @@ class Fleet:
             return self._configured_latency
         revision = self._learned.revision(model)
         cached = self._latency.get(model)
-        if cached is None or cached.revision != revision:
-            stats = self._learned.column(self.ids, model)
-            pairs = zip(stats, self.avg_latency_ms.tolist(), self._configured_latency.service_ms.tolist(), strict=True)
-            base, service = zip(*((s.ttft_ms, s.service_ms) if s is not None else (avg, default)
-                                  for s, avg, default in pairs), strict=True)
-            cached = self._latency[model] = LatencyColumns(revision, _column(base), _column(service))
+        if cached is None:
+            cached = self._latency[model] = self._latency_column(model, revision)
+        elif cached.revision != revision:
+            # Usually one backend has finished a request since: update its row, not the column.
+            changed = self._learned.changed_since(model, cached.revision)
+            rows = [self.index[b] for b in changed if b in self.index] if changed is not None else None
+            cached = self._latency[model] = (self._latency_rows(model, revision, cached, rows)
+                                             if rows is not None and len(rows) <= len(self.ids) // 4
+                                             else self._latency_column(model, revision))
         return cached
+
+    def _latency_column(self, model: str, revision: int) -> LatencyColumns:
+        base, service = zip(*map(self._latency_of, self._learned.column(self.ids, model), range(len(self.ids))),
+                            strict=True)
+        return LatencyColumns(revision, _column(base), _column(service))
+
+    def _latency_rows(self, model: str, revision: int, old: LatencyColumns, rows: list[int]) -> LatencyColumns:
+        # Copies: a decision already made may still read the old columns through its scores.
+        ttft, service = old.ttft_ms.copy(), old.service_ms.copy()
+        for row, stats in zip(rows, self._learned.column([self.ids[r] for r in rows], model), strict=True):
+            ttft[row], service[row] = self._latency_of(stats, row)
+        return LatencyColumns(revision, ttft, service)
+
+    def _latency_of(self, stats: LatencyStats | None, row: int) -> tuple[float, float]:
+        if stats is None:
+            return self.avg_latency_ms.item(row), self._configured_latency.service_ms.item(row)
+        return stats.ttft_ms, stats.service_ms
 
     def weighted(self, w: Weights) -> WeightedColumns:
         # Keyed by identity (weights come from a small cache), checked so a recycled id cannot alias.

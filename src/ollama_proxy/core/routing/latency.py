@@ -12,6 +12,7 @@ Pure: the pool feeds observations in; selection reads the book through `revision
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -25,6 +26,8 @@ from ollama_proxy.core.routing.state import BackendView, LatencyStats
 DEFAULT_ALPHA = 0.3
 # Slot hold time assumed before any request on the backend has finished.
 DEFAULT_SERVICE_MS = 3_000.0
+# How many recent changes per model the book remembers, so a reader can catch up row by row.
+_CHANGE_LOG = 64
 
 _Number = TypeVar("_Number", float, np.ndarray)
 
@@ -57,6 +60,7 @@ class LatencyBook:
     # Per canonical model, bumped by every change to any backend's stats for it: selection caches
     # a column per model and re-reads it only when this moves.
     _revisions: dict[str, int] = field(default_factory=dict)
+    _changes: dict[str, deque[tuple[int, str]]] = field(default_factory=dict)  # (revision, backend id)
 
     def observe(self, backend_id: str, model: str, *, ttft_ms: float, total_ms: float,
                 tokens_per_s: float | None = None, load_ms: float = 0.0) -> LatencyStats:
@@ -72,7 +76,7 @@ class LatencyBook:
         stats = updated(per_model.get(key), ttft_ms=max(0.0, ttft_ms - load_ms),
                         total_ms=max(0.0, total_ms - load_ms), tokens_per_s=tokens_per_s, alpha=self.alpha)
         per_model[key] = stats
-        self._bump(key)
+        self._bump(key, backend_id)
         return stats
 
     def get(self, backend_id: str, model: str) -> LatencyStats | None:
@@ -84,19 +88,35 @@ class LatencyBook:
     def forget(self, backend_id: str) -> None:
         """Drop what was learned, e.g. after the backend's hardware or config changed."""
         for model in self._stats.pop(backend_id, {}):
-            self._bump(model)
+            self._bump(model, backend_id)
 
     def revision(self, model: str) -> int:
         """A number that changes whenever any backend's stats for canonical `model` change."""
         return self._revisions.get(model, 0)
+
+    def changed_since(self, model: str, revision: int) -> set[str] | None:
+        """The backends whose stats for `model` changed after `revision`; None when that is further
+        back than the book remembers (read the whole column again)."""
+        if self._revisions.get(model, 0) == revision:
+            return set()
+        log = self._changes.get(model)
+        if not log or log[0][0] > revision + 1:
+            return None
+        changed = set()
+        for r, backend in reversed(log):  # newest first: stop at the first one already seen
+            if r <= revision:
+                break
+            changed.add(backend)
+        return changed
 
     def column(self, backend_ids: Sequence[str], model: str) -> list[LatencyStats | None]:
         """The stats for canonical `model` on each backend, in the order given (None: not observed)."""
         empty: dict[str, LatencyStats] = {}
         return [self._stats.get(b, empty).get(model) for b in backend_ids]
 
-    def _bump(self, model: str) -> None:
-        self._revisions[model] = self._revisions.get(model, 0) + 1
+    def _bump(self, model: str, backend_id: str) -> None:
+        revision = self._revisions[model] = self._revisions.get(model, 0) + 1
+        self._changes.setdefault(model, deque(maxlen=_CHANGE_LOG)).append((revision, backend_id))
 
 
 def estimate_latency_ms(view: BackendView, model: str | None,
