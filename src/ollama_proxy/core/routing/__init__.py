@@ -4,7 +4,8 @@
     breaker.py   CircuitBreaker, Outcome, classify_status
     latency.py   LatencyBook (learned latency), estimate_latency_ms
     weights.py   Weights per efficiency mode, header shifts
-    select.py    select_backend -> RoutingDecision (or NoBackendAvailable)
+    fleet.py     Fleet (backend facts as numpy columns, cached by the router), Load
+    select.py    select / select_backend -> RoutingDecision (or NoBackendAvailable)
     headers.py   parse_route_headers, decision_headers
 
 Pure: the async backend pool owns live state and I/O and calls into these with values. This file

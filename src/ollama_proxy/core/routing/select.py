@@ -40,6 +40,7 @@ from ollama_proxy.core.routing.fleet import (
     Load,
     closeness,
 )
+from ollama_proxy.core.routing.latency import with_queue_wait
 from ollama_proxy.core.routing.state import BackendView, RouteRequest
 from ollama_proxy.core.routing.weights import FACTORS, Weights, weights_for
 from ollama_proxy.errors import NoBackendAvailable
@@ -157,12 +158,11 @@ class _Screen:
     def __init__(self, request: RouteRequest, fleet: Fleet, load: Load, target: int | None) -> None:
         model = fleet.for_model(request.model)
         self.latency = latency = fleet.latency(request.model)
-        beyond = load.ahead(request.priority) - fleet.slack
-        # Requests beyond the free slots wait for completions, `max_concurrent` at a time
-        # (`latency.with_queue_wait`, which this is, less the work when nobody waits).
-        self.queueing = bool(beyond.max() > 0)
-        self.estimates: np.ndarray = latency.ttft_ms if not self.queueing else np.where(
-            beyond > 0, latency.ttft_ms + beyond / fleet.max_concurrent * latency.service_ms, latency.ttft_ms)
+        ahead = load.ahead(request.priority)
+        # Usually every backend has a free slot, and then the estimate is the cached column itself.
+        self.queueing = bool((ahead - fleet.slack).max() > 0)
+        self.estimates: np.ndarray = (with_queue_wait(latency.ttft_ms, latency.service_ms, ahead, fleet.max_concurrent)
+                                      if self.queueing else latency.ttft_ms)
         why = model.exclusion
         if request.max_power_watts is not None:
             why = np.where((why == ELIGIBLE) & (fleet.power_watts > request.max_power_watts), OVER_POWER, why)
