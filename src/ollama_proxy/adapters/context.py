@@ -22,6 +22,7 @@ from ollama_proxy.core.context.counting import CachedCounter, PromptCount, count
 from ollama_proxy.core.context.model_facts import trained_context_length
 from ollama_proxy.core.context.sizing import SizeDecision, choose_num_ctx, reply_tokens
 from ollama_proxy.core.context.tokenizer import TokenizerUnavailable, build_tokenizer
+from ollama_proxy.core.lru import LruCache
 from ollama_proxy.core.ollama_api import canonical_model
 from ollama_proxy.errors import OllamaProxyError
 
@@ -30,6 +31,7 @@ log = logging.getLogger("ollama_proxy.context")
 SHOW_TIMEOUT_S = 5.0
 # The verbose /api/show body can be many MB: allow it time, but it never blocks a request.
 VERBOSE_SHOW_TIMEOUT_S = 60.0
+_MAX_TOKENIZERS = 8
 # About 5,000 tokens, 15 ms of encoding on two cores: more than that is counted off the event loop.
 _OFF_LOOP_CHARS = 20_000
 _EMBED_PATHS = frozenset({"/api/embed", "/api/embeddings", "/v1/embeddings"})
@@ -49,8 +51,8 @@ class ContextService:
         self.config = config
         self.calibrator = Calibrator(truncation_ratio=config.truncation_ratio)
         self._trained_max: dict[tuple[str, str], int | None] = {}
-        # By model digest; None = no tokenizer can be built for it.
-        self._counters: dict[str, tuple[CachedCounter, asyncio.Lock] | None] = {}
+        # By model digest; None = no tokenizer can be built for it. Each tokenizer holds 3-133 MB.
+        self._counters: LruCache[str, tuple[CachedCounter, asyncio.Lock] | None] = LruCache(_MAX_TOKENIZERS)
         self._building: set[str] = set()
         self.truncations = 0
         self.decisions = 0
@@ -149,7 +151,7 @@ class ContextService:
         if digest is None:
             return None
         if digest in self._counters:
-            return self._counters[digest]
+            return self._counters.get(digest)
         if digest not in self._building:
             self._building.add(digest)
             spawn(self._build_counter(backend, model, digest), name=f"tokenizer-{model}")
@@ -163,9 +165,9 @@ class ContextService:
             tokenizer = await asyncio.to_thread(build_tokenizer, shown.get("model_info") or {})
         except (OllamaProxyError, TokenizerUnavailable, AttributeError) as exc:
             log.info("no exact tokenizer for %s (%s); using calibrated estimates", model, exc)
-            self._counters[digest] = None
+            self._counters.put(digest, None)
         else:
             log.info("exact tokenizer ready for %s (digest %s)", model, digest[:12])
-            self._counters[digest] = (CachedCounter(tokenizer.count_many), asyncio.Lock())
+            self._counters.put(digest, (CachedCounter(tokenizer.count_many), asyncio.Lock()))
         finally:
             self._building.discard(digest)

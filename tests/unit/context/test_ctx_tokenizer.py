@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ollama_proxy.core.context import GgufTokenizer, TokenizerCache, TokenizerUnavailable, build_tokenizer
+from ollama_proxy.core.context import TokenizerUnavailable, build_tokenizer
 
 NORMAL, UNKNOWN, CONTROL, BYTE = 1, 2, 3, 6
 
@@ -135,16 +135,3 @@ def test_count_many_matches_count() -> None:
 def test_unavailable(info: dict[str, Any]) -> None:
     with pytest.raises(TokenizerUnavailable):
         build_tokenizer(info)
-
-
-def test_cache_drops_least_recently_used() -> None:
-    cache = TokenizerCache(max_entries=2)
-    tokenizer = build_tokenizer(_bpe_info("gpt-2"))
-    cache.put("sha256:a", tokenizer)
-    cache.put("sha256:b", None)  # remembered as "no tokenizer", so it is not fetched again
-    assert cache.get("sha256:a") is tokenizer  # touches a
-    cache.put("sha256:c", tokenizer)
-    assert "sha256:b" not in cache
-    assert "sha256:a" in cache
-    assert "sha256:c" in cache
-    assert isinstance(cache.get("sha256:c"), GgufTokenizer)

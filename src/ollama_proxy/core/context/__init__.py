@@ -3,7 +3,7 @@
 Data flow for one request (the HTTP adapter does the I/O around it):
 1. `prompt_parts(body)` takes the text and images out of the request;
 2. `count_prompt(parts, exact=..., estimate=..., overhead=...)` counts them with the model's tokenizer
-   (`build_tokenizer` from `/api/show` verbose, cached per digest in `TokenizerCache`, counts cached per
+   (`build_tokenizer` from `/api/show` verbose, cached per digest in an LRU, counts cached per
    text in `CachedCounter`) or with the `Calibrator`'s learned characters-per-token estimate;
 3. `choose_num_ctx(config.context, ...)` turns the count, the reply budget, the model's trained maximum
    (`trained_context_length`) and its loaded context (`loaded_contexts` of `/api/ps`) into a `SizeDecision`;
@@ -39,7 +39,6 @@ from ollama_proxy.core.context.sizing import (
 )
 from ollama_proxy.core.context.tokenizer import (
     GgufTokenizer,
-    TokenizerCache,
     TokenizerUnavailable,
     build_tokenizer,
 )
@@ -58,7 +57,6 @@ __all__ = [
     "SizeDecision",
     "SizeReason",
     "TemplateOverhead",
-    "TokenizerCache",
     "TokenizerUnavailable",
     "Truncation",
     "build_tokenizer",

@@ -6,13 +6,12 @@ regexes from llama.cpp's own table (`pretokenizers.py`), and the well-kept `toke
 work. See /work/shared/reference/token-counting.md for how exact this is per vocabulary.
 
 Pure: takes the already-parsed `model_info` dict. Fetching `/api/show` (0.7-14 MB, 5-220 ms to parse)
-happens in the adapter, once per model digest and off the request path; `TokenizerCache` keeps the
+happens in the adapter, once per model digest and off the request path; an LRU (`core.lru.LruCache`) keeps the
 results.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -302,30 +301,3 @@ def _separator(specials: list[str]) -> str | None:
 
 def _optional_int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-@dataclass
-class TokenizerCache:
-    """Built tokenizers by model digest, least recently used dropped first (each is 3-133 MB).
-
-    A digest names exact weights, so an entry never goes stale; `None` records that a model has no
-    buildable tokenizer, so the adapter does not fetch `/api/show` for it again.
-    """
-
-    max_entries: int = 4
-    _entries: OrderedDict[str, GgufTokenizer | None] = field(default_factory=OrderedDict)
-
-    def __contains__(self, digest: str) -> bool:
-        return digest in self._entries
-
-    def get(self, digest: str) -> GgufTokenizer | None:
-        entry = self._entries.get(digest)
-        if digest in self._entries:
-            self._entries.move_to_end(digest)
-        return entry
-
-    def put(self, digest: str, tokenizer: GgufTokenizer | None) -> None:
-        self._entries[digest] = tokenizer
-        self._entries.move_to_end(digest)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
