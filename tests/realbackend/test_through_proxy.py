@@ -12,6 +12,7 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import ollama
 import openai
 import pytest
@@ -148,3 +149,12 @@ async def test_ollama_over_long_prompt_is_a_400(client: ollama.AsyncClient) -> N
     with pytest.raises(ollama.ResponseError) as info:
         await client.chat(model=MODEL, messages=[{"role": "user", "content": LONG_PROMPT}])
     assert info.value.status_code == 400 and "context" in str(info.value).lower()
+
+
+async def test_request_ids_llama_cpp_would_refuse_are_not_passed_on(proxy: str) -> None:
+    # llama-cpp-python's server answers a non-UUID X-Request-ID with an empty 400.
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{proxy}/v1/chat/completions", headers={"X-Request-ID": "my-own-id"},
+            json={"model": MODEL, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}) as r:
+        assert r.status == 200, await r.text()
+        assert r.headers["X-Request-ID"] == "my-own-id"

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 from ollama_proxy.adapters.backends import Backend, BackendPool
 from ollama_proxy.adapters.context import ContextService, Sizing
@@ -70,7 +72,16 @@ _LOAD_NOTICEABLE_NS = 50_000_000
 
 
 def new_request_id() -> str:
-    return os.urandom(8).hex()
+    # UUID-shaped: llama-cpp-python's server refuses any other X-Request-ID with an empty 400.
+    return str(uuid.UUID(bytes=os.urandom(16), version=4))
+
+
+def _uuid_shaped(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(slots=True)
@@ -192,7 +203,11 @@ class ProxyHandler:
         decision = self.router.decide(route_request)
 
         headers = forwardable_request_headers(request.headers, self._drop_auth)
-        headers["X-Request-ID"] = exchange.request_id  # one id in the client's, the proxy's and the backend's logs
+        # One id in the client's, the proxy's and the backend's logs, unless an OpenAI-type server would
+        # refuse it (see new_request_id).
+        headers["X-Request-ID"] = exchange.request_id
+        headers_for_openai_type = headers if _uuid_shaped(exchange.request_id) else CIMultiDict(
+            (k, v) for k, v in headers.items() if k.lower() != "x-request-id")
         # A streamed request body (blob upload) can be sent once only: no failover for it.
         streamed_body = exchange.raw_body is None and request.body_exists
         attempts = 1 if streamed_body else 1 + self._max_failover
@@ -210,7 +225,8 @@ class ProxyHandler:
                     path, data, relay = send
                     backend.breaker.on_dispatch(time.monotonic())
                     async with backend.upstream.open(request.method, path, query=request.query_string or None,
-                                                     headers=headers, data=data) as upstream:
+                                                     headers=headers if backend.is_ollama else headers_for_openai_type,
+                                                     data=data) as upstream:
                         if upstream.status < 500:
                             self.router.record(backend, Outcome.SUCCESS)
                         else:
