@@ -338,3 +338,20 @@ async def test_management_calls_go_to_the_configured_default_backend(fleet_facto
     assert (await fleet.sim_stats("nvidia"))["requests"].get("/api/pull") == 1
     for other in ("npu", "igpu", "cpu"):
         assert "/api/pull" not in (await fleet.sim_stats(other))["requests"]
+
+
+async def test_power_aware_off_takes_power_out_of_the_choice(fleet_factory: Callable[..., Any]) -> None:
+    aware = await fleet_factory(router={"default_mode": "ultra-efficiency"})
+    blind = await fleet_factory(router={"default_mode": "ultra-efficiency", "power_aware": False})
+    _, aware_headers, _ = await chat(aware.url)
+    _, blind_headers, _ = await chat(blind.url)
+    assert aware_headers["X-Backend-Used"] == "npu"  # the 3 W one, when watts count
+    assert blind_headers["X-Backend-Used"] != "npu"
+    assert "lower power" not in blind_headers["X-Routing-Reason"]
+
+
+async def test_auto_optimize_off_keeps_auto_at_balanced(fleet_factory: Callable[..., Any]) -> None:
+    fleet = await fleet_factory(router={"default_mode": "auto", "auto_optimize": False})
+    efficiency = await fleet.get("/efficiency")
+    assert efficiency["mode"] == "auto" and efficiency["effective_mode"] == "balanced"
+    assert "auto_optimize is off" in efficiency["reason"]

@@ -18,6 +18,7 @@ import math
 import random
 import time
 from dataclasses import replace
+from functools import cache
 from typing import Any
 
 from ollama_proxy.adapters.backends import Backend, BackendPool
@@ -30,12 +31,18 @@ from ollama_proxy.core.routing.fleet import ELIGIBLE, Fleet, Load
 from ollama_proxy.core.routing.latency import LatencyBook
 from ollama_proxy.core.routing.select import RoutingDecision, select
 from ollama_proxy.core.routing.state import BackendView, BreakerState, RouteRequest, ThermalState
+from ollama_proxy.core.routing.weights import Weights, weights_for
 from ollama_proxy.core.telemetry import SystemSnapshot
 from ollama_proxy.core.thermal import backend_thermal
 from ollama_proxy.errors import NoBackendAvailable
 
 log = logging.getLogger("ollama_proxy.router")
 _COOL = ThermalState()
+
+
+@cache
+def _without_power(mode: EfficiencyMode) -> Weights:
+    return replace(weights_for(mode), power=0.0)
 
 
 class Router:
@@ -59,7 +66,13 @@ class Router:
 
     def effective_mode(self) -> tuple[EfficiencyMode, str]:
         """The mode selection uses now and why (`auto` resolves from the machine's state)."""
+        if self.set_mode is EfficiencyMode.AUTO and not self.config.router.auto_optimize:
+            return EfficiencyMode.BALANCED, "auto: router.auto_optimize is off, acting as balanced"
         return effective_mode(self.set_mode, self.monitor.auto_state if self.monitor else None)
+
+    def weights(self, mode: EfficiencyMode) -> Weights | None:
+        """The mode's weights; with `router.power_aware` off, power does not count (unless a request asks)."""
+        return None if self.config.router.power_aware else _without_power(mode)
 
     def choose_mode(self, mode: EfficiencyMode) -> None:
         if mode != self.set_mode:
@@ -74,14 +87,14 @@ class Router:
             return self._single_decision(self._single, mode)
         fleet, load = self.fleet(time.monotonic()), self.load()
         try:
-            return select(request, fleet, load, mode, rng=self._rng)
+            return select(request, fleet, load, mode, self.weights(mode), rng=self._rng)
         except NoBackendAvailable:
             if (fleet.exclusion == ELIGIBLE).any():
                 raise
         # Every backend failed its last check. Rather than refuse on stale news, try them anyway:
         # one may be back, and if not the client gets the real connect error (502 naming it).
         hopeful = [replace(v, healthy=True, breaker=BreakerState.CLOSED) for v in fleet.views]
-        return select(request, Fleet(hopeful, self.latency), load, mode, rng=self._rng)
+        return select(request, Fleet(hopeful, self.latency), load, mode, self.weights(mode), rng=self._rng)
 
     def _single_decision(self, backend: Backend, mode: EfficiencyMode) -> RoutingDecision:
         c = backend.config.characteristics
