@@ -201,6 +201,10 @@ class ProxyHandler:
         if route_request.target is None and exchange.path in MANAGEMENT_PATHS and self._management_default:
             route_request = replace(route_request, target=self._management_default)
         decision = self.router.decide(route_request)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s routed to %s (%s); alternatives %s; excluded %s", exchange.request_id,
+                      decision.backend_id, decision.reason, ",".join(decision.alternatives) or "-",
+                      dict(decision.excluded) or "-")
 
         headers = forwardable_request_headers(request.headers, self._drop_auth)
         # One id in the client's, the proxy's and the backend's logs, unless an OpenAI-type server would
