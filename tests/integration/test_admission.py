@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -247,3 +248,16 @@ async def test_a_burst_is_bounded_and_nothing_is_lost_or_sent_twice(gate_factory
     assert await gate.sim_chats() == statuses.count(200)
     async with aiohttp.ClientSession(timeout=TIMEOUT) as s, s.get(gate.sim.url + "/sim/stats") as r:
         assert (await r.json())["peak_in_flight"]["llama3.2:latest"] <= 2
+
+
+async def test_the_log_line_says_how_long_a_request_queued(gate_factory: Callable[..., Any],
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    gate = await gate_factory(max_concurrent=1, reserve_critical=False)
+    holders = await gate.hold_slots(1)
+    waiter = asyncio.ensure_future(gate.chat("high"))
+    await gate.wait_queue("one waiting", queued=1)
+    with caplog.at_level(logging.INFO, logger="ollama_proxy.access"):
+        await release(holders)
+        status, _, _ = await waiter
+    assert status == 200
+    assert any(" queued=" in r.getMessage() and "status=200" in r.getMessage() for r in caplog.records)

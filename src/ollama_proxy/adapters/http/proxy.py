@@ -101,6 +101,7 @@ class Exchange:
     status: int = 0
     headers_out: dict[str, str] = field(default_factory=dict)
     first_byte: float | None = None
+    queued_ms: float = 0.0
     failure: str | None = None
 
     @property
@@ -222,7 +223,7 @@ class ProxyHandler:
             exchange.backend = backend
             exchange.headers_out.update(decision_headers(decision))
             try:
-                async with backend.gate.admit(route_request.priority):
+                async with backend.gate.admit(route_request.priority) as exchange.queued_ms:
                     send = await self._prepare(request, exchange, backend, streamed_body)
                     if isinstance(send, web.StreamResponse):
                         return send
@@ -410,8 +411,9 @@ class ProxyHandler:
         elapsed = time.perf_counter() - exchange.started
         backend = exchange.backend.id if exchange.backend else "-"
         self.metrics.observe(backend, exchange.status, elapsed)
-        log.info("%s %s %s model=%s backend=%s status=%d %.1fms%s", exchange.request_id, exchange.method,
-                 exchange.route.path, exchange.model or "-", backend, exchange.status, elapsed * 1000,
+        queued = f" queued={exchange.queued_ms:.1f}ms" if exchange.queued_ms >= 0.1 else ""
+        log.info("%s %s %s model=%s backend=%s status=%d %.1fms%s%s", exchange.request_id, exchange.method,
+                 exchange.route.path, exchange.model or "-", backend, exchange.status, elapsed * 1000, queued,
                  f" error={exchange.failure!r}" if exchange.failure else (f" ({note})" if note else ""))
 
 
