@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ollama_proxy.adapters.backends import Backend, BackendPool
 from ollama_proxy.adapters.context import ContextService, Sizing
@@ -69,11 +69,20 @@ _DONE_TERMINATED = frozenset({"/api/generate", "/api/chat"})
 # OpenAI streams end with `data: [DONE]`; one without it was cut short.
 _SSE_DONE_TERMINATED = frozenset({"/v1/chat/completions", "/v1/completions"})
 _LOAD_NOTICEABLE_NS = 50_000_000
+# What core.routing.headers.parse_route_headers reads.
+_ROUTING_HEADERS = ("X-Target-Backend", "X-Latency-Critical", "X-Power-Efficient", "X-Max-Latency-Ms",
+                    "X-Max-Power-Watts", "X-Priority", "X-Media-Type")
 
 
 def new_request_id() -> str:
+    """A random (version 4) UUID, built by hand: `str(uuid.uuid4())` costs several times as much
+    and this runs on every request."""
     # UUID-shaped: llama-cpp-python's server refuses any other X-Request-ID with an empty 400.
-    return str(uuid.UUID(bytes=os.urandom(16), version=4))
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _uuid_shaped(text: str) -> bool:
@@ -89,6 +98,7 @@ class Exchange:
     """Everything one request accumulates on its way through the proxy."""
 
     request_id: str
+    request_id_is_uuid: bool  # OpenAI-type servers get the id only if it is (see new_request_id)
     method: str
     route: ContextRoute
     started: float
@@ -127,8 +137,10 @@ class ProxyHandler:
             b.enabled and b.type == "openai" for b in config.backends)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        given_id = request.headers.get("X-Request-ID")
         exchange = Exchange(
-            request_id=request.headers.get("X-Request-ID") or new_request_id(),
+            request_id=given_id or new_request_id(),
+            request_id_is_uuid=not given_id or _uuid_shaped(given_id),
             method=request.method,
             route=ContextRoute(self._default_route, request.path),
             started=time.perf_counter(),
@@ -197,7 +209,7 @@ class ProxyHandler:
     async def _forward(self, request: web.Request, exchange: Exchange) -> web.StreamResponse:
         sizing = exchange.sizing
         required = self.context.required(sizing, exchange.path, exchange.body or {}) if sizing else None
-        route_request = parse_route_headers(request.headers, model=_routing_model(exchange),
+        route_request = parse_route_headers(_routing_headers(request.headers), model=_routing_model(exchange),
                                             context_tokens=required)
         if route_request.target is None and exchange.path in MANAGEMENT_PATHS and self._management_default:
             route_request = replace(route_request, target=self._management_default)
@@ -211,8 +223,6 @@ class ProxyHandler:
         # One id in the client's, the proxy's and the backend's logs, unless an OpenAI-type server would
         # refuse it (see new_request_id).
         headers["X-Request-ID"] = exchange.request_id
-        headers_for_openai_type = headers if _uuid_shaped(exchange.request_id) else CIMultiDict(
-            (k, v) for k, v in headers.items() if k.lower() != "x-request-id")
         # A streamed request body (blob upload) can be sent once only: no failover for it.
         streamed_body = exchange.raw_body is None and request.body_exists
         attempts = 1 if streamed_body else 1 + self._max_failover
@@ -230,7 +240,7 @@ class ProxyHandler:
                     path, data, relay = send
                     backend.breaker.on_dispatch(time.monotonic())
                     async with backend.upstream.open(request.method, path, query=request.query_string or None,
-                                                     headers=headers if backend.is_ollama else headers_for_openai_type,
+                                                     headers=_headers_for(backend, exchange, headers),
                                                      data=data) as upstream:
                         if upstream.status < 500:
                             self.router.record(backend, Outcome.SUCCESS)
@@ -415,6 +425,18 @@ class ProxyHandler:
         log.info("%s %s %s model=%s backend=%s status=%d %.1fms%s%s", exchange.request_id, exchange.method,
                  exchange.route.path, exchange.model or "-", backend, exchange.status, elapsed * 1000, queued,
                  f" error={exchange.failure!r}" if exchange.failure else (f" ({note})" if note else ""))
+
+
+def _routing_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
+    """Only the headers routing reads: handing over the whole header set would have every header
+    copied and lowercased on each request. The last of repeated headers wins, as it would there."""
+    return {name: headers.getall(name)[-1] for name in _ROUTING_HEADERS if name in headers}
+
+
+def _headers_for(backend: Backend, exchange: Exchange, headers: CIMultiDict[str]) -> CIMultiDict[str]:
+    if backend.is_ollama or exchange.request_id_is_uuid:
+        return headers
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() != "x-request-id")
 
 
 def _routing_model(exchange: Exchange) -> str | None:
