@@ -200,3 +200,22 @@ def test_priority_parse_lists_allowed_values() -> None:
     allowed = r"allowed: best-effort \(0\), normal \(1\), high \(2\), critical \(3\)"
     with pytest.raises(ValueError, match=allowed):
         Priority.parse("-1")
+
+
+def test_on_change_reports_every_change_of_the_counts_and_nothing_else() -> None:
+    """The router mirrors in_flight and depth_by_level from this callback, so a missed call is a
+    stale load column and an extra one is wasted work."""
+    seen: list[tuple[int, tuple[int, int, int, int]]] = []
+    q = _queue(max_length=2, max_wait_ms=1_000)
+    q.on_change = lambda queue: seen.append((queue.in_flight, queue.depth_by_level()))
+    q.try_acquire("a", NORMAL, 0.0)
+    q.try_acquire("b", HIGH, 0.0)
+    q.try_acquire("c", BE, 0.5)
+    q.try_acquire("d", BE, 0.5)  # rejected: queue full, nothing changed
+    q.cancel("c")
+    q.cancel("c")  # no longer waiting: nothing changed
+    assert q.expire(0.9) == []  # nobody old enough: nothing changed
+    assert [r.ticket for r in q.expire(1.0)] == ["b"]
+    q.release("a", 1.0)
+    assert seen == [(1, (0, 0, 0, 0)), (1, (0, 0, 1, 0)), (1, (1, 0, 1, 0)), (1, (0, 0, 1, 0)),
+                    (1, (0, 0, 0, 0)), (0, (0, 0, 0, 0))]

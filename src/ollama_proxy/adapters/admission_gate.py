@@ -44,11 +44,15 @@ class AdmissionGate:
 
     @classmethod
     def from_config(cls, backend_id: str, max_concurrent: int, config: QueueConfig, *,
-                    clock: Callable[[], float] = time.monotonic) -> AdmissionGate:
-        """Build from `characteristics.max_concurrent` and `router.queue`."""
+                    clock: Callable[[], float] = time.monotonic,
+                    on_change: Callable[[AdmissionQueue[object]], None] | None = None) -> AdmissionGate:
+        """Build from `characteristics.max_concurrent` and `router.queue`; `on_change` is the
+        queue's (called whenever its in-flight or queued counts change)."""
         queue: AdmissionQueue[object] = AdmissionQueue(
             max_concurrent, max_length=config.max_length, max_wait_ms=config.max_wait_ms,
             ageing_ms=config.ageing_ms, reserve_critical=config.reserve_critical)
+        if on_change is not None:
+            queue.on_change = on_change
         return cls(backend_id, queue, clock=clock)
 
     @asynccontextmanager

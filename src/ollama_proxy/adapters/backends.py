@@ -12,14 +12,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ollama_proxy.adapters.admission_gate import AdmissionGate
 from ollama_proxy.adapters.http.upstream import Upstream
 from ollama_proxy.adapters.tasks import cancel_all, spawn
 from ollama_proxy.config.schema import BackendConfig, RouterConfig
+from ollama_proxy.core.admission import AdmissionQueue
 from ollama_proxy.core.ollama_api import canonical_model
 from ollama_proxy.core.routing.breaker import CircuitBreaker, Outcome
+from ollama_proxy.core.routing.fleet import LoadBoard
 from ollama_proxy.errors import OllamaProxyError
 
 log = logging.getLogger("ollama_proxy.backends")
@@ -55,10 +58,12 @@ class Backend:
     loaded = _RoutingFact()  # dict[str, int]: canonical model -> context_length from /api/ps
 
     def __init__(self, config: BackendConfig, router: RouterConfig, *,
-                 on_change: Callable[[], None] = lambda: None) -> None:
+                 on_change: Callable[[], None] = lambda: None,
+                 on_load: Callable[[AdmissionQueue[object]], None] | None = None) -> None:
         self.config = config
         self.id = config.id
         # Called when anything routing reads changes: reachability, models, residency, breaker.
+        # In-flight and queued counts change far more often and go to `on_load` instead.
         self.on_change = on_change
         self.upstream = Upstream(config.id, config.endpoint, connect_timeout_s=router.connect_timeout_s,
                                  api_key=config.api_key)
@@ -72,7 +77,8 @@ class Backend:
         self.ps: list[dict[str, Any]] = []
         self.breaker = CircuitBreaker(router.breaker_failures, router.breaker_reset_s,
                                       on_change=lambda: self.on_change())
-        self.gate = AdmissionGate.from_config(config.id, config.characteristics.max_concurrent, router.queue)
+        self.gate = AdmissionGate.from_config(config.id, config.characteristics.max_concurrent, router.queue,
+                                              on_change=on_load)
         self._ps_refresh: asyncio.Task[None] | None = None
 
     @property
@@ -167,7 +173,11 @@ class BackendPool:
         self.router = router
         # Bumped whenever any backend's routing facts change: the router's cache key.
         self.revision = 0
-        self.backends: dict[str, Backend] = {b.id: Backend(b, router, on_change=self._changed) for b in backends}
+        # In flight and queued per backend, in pool order, kept by the admission queues themselves.
+        self.load = LoadBoard(len(backends))
+        self.backends: dict[str, Backend] = {
+            b.id: Backend(b, router, on_change=self._changed, on_load=partial(self.load.count, row))
+            for row, b in enumerate(backends)}
         self._tasks: list[asyncio.Task[Any]] = []
 
     def _changed(self) -> None:

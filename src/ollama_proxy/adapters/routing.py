@@ -8,7 +8,8 @@ breaker and the learned latency book.
 Every request pays for its decision, so the columns are kept between requests and rebuilt only
 when something in them changes: the pool's revision (reachability, models, residency, breaker
 events), a breaker's clock running out, or a new system sample (thermal). Learned latency is
-re-read per model by the fleet itself; only in-flight and queued counts are read per request.
+re-read per model by the fleet itself, and in-flight and queued counts come from the pool's
+`LoadBoard`, which each admission queue updates as it changes.
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ class Router:
         self._single = enabled[0] if len(pool.backends) == 1 and enabled else None
         self._single_cached: RoutingDecision | None = None
         self._thermal: dict[str, ThermalState] = {}
-        self._queues = [b.gate.queue for b in pool]
         self._fleet: Fleet | None = None
         self._fleet_key: tuple[int, SystemSnapshot | None] | None = None
         self._fleet_expires = math.inf
@@ -115,12 +115,8 @@ class Router:
         return self._fleet
 
     def load(self) -> Load:
-        """In flight and queued per backend, in pool order: the only facts read on every decision."""
-        queues = self._queues
-        waiting = [q.queued for q in queues]
-        return Load.counted([q.in_flight for q in queues], [
-            q.depth_by_level() if w else (0, 0, 0, 0) for q, w in zip(queues, waiting, strict=True)]
-            if any(waiting) else None)
+        """In flight and queued per backend, in pool order (rows match the fleet's)."""
+        return self.pool.load.load()
 
     def views(self, now: float | None = None) -> list[BackendView]:
         now = time.monotonic() if now is None else now

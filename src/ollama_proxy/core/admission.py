@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T", bound=Hashable)
 
@@ -94,8 +94,17 @@ class _Slot:
     reserved: bool
 
 
+def _unwatched(queue: AdmissionQueue[Any]) -> None:
+    pass
+
+
 class AdmissionQueue(Generic[T]):
     """Slots and a bounded priority queue for one backend.
+
+    `on_change(queue)` is called after every transition that changes `in_flight` or the waiters
+    (an admission, a queued arrival, a release, an expiry, a cancel; never a rejection on arrival),
+    so an owner that mirrors those counts (the router's load columns) updates one row when they
+    change instead of reading every queue on every decision.
 
     >>> q = AdmissionQueue(max_concurrent=1, max_length=8, max_wait_ms=1000, ageing_ms=500)
     >>> q.try_acquire("a", Priority.NORMAL, now=0.0)
@@ -108,7 +117,8 @@ class AdmissionQueue(Generic[T]):
 
     def __init__(self, max_concurrent: int, *, max_length: int = 256, max_wait_ms: float = 120_000,
                  ageing_ms: float = 10_000, reserve_critical: bool = True,
-                 default_service_ms: float = 2_000) -> None:
+                 default_service_ms: float = 2_000,
+                 on_change: Callable[[AdmissionQueue[T]], None] = _unwatched) -> None:
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent}")
         if max_length < 0 or max_wait_ms <= 0 or ageing_ms <= 0 or default_service_ms <= 0:
@@ -118,6 +128,7 @@ class AdmissionQueue(Generic[T]):
         self.max_wait_ms = max_wait_ms
         self.ageing_ms = ageing_ms
         self.reserve_critical = reserve_critical
+        self.on_change = on_change
         self._levels: tuple[deque[_Waiter[T]], ...] = tuple(deque() for _ in Priority)
         self._index: dict[T, _Waiter[T]] = {}
         self._slots: dict[T, _Slot] = {}
@@ -164,18 +175,22 @@ class AdmissionQueue(Generic[T]):
         if ticket in self._index or ticket in self._slots:
             raise ValueError(f"ticket {ticket!r} is already queued or admitted")
         # Only a queue that is empty may be bypassed; otherwise a newcomer would overtake waiters.
+        outcome: Admitted[T] | Queued[T]
         if not self._index and len(self._slots) - self._reserved_in_use < self.max_concurrent:
-            return self._admit(ticket, now, now, reserved=False)
-        if priority is Priority.CRITICAL and self.reserve_critical and not self._reserved_in_use:
-            return self._admit(ticket, now, now, reserved=True)
-        if self.queued >= self.max_length:
+            outcome = self._admit(ticket, now, now, reserved=False)
+        elif priority is Priority.CRITICAL and self.reserve_critical and not self._reserved_in_use:
+            outcome = self._admit(ticket, now, now, reserved=True)
+        elif self.queued >= self.max_length:
             return Rejected(ticket, 429, f"queue full ({self.queued} waiting, limit {self.max_length})",
                             self.retry_after_s())
-        self._seq += 1
-        waiter = _Waiter(ticket, priority, now, self._seq)
-        self._levels[priority].append(waiter)
-        self._index[ticket] = waiter
-        return Queued(ticket, self.queued)
+        else:
+            self._seq += 1
+            waiter = _Waiter(ticket, priority, now, self._seq)
+            self._levels[priority].append(waiter)
+            self._index[ticket] = waiter
+            outcome = Queued(ticket, self.queued)
+        self.on_change(self)
+        return outcome
 
     def release(self, ticket: T, now: float) -> list[Admitted[T]]:
         """Free the ticket's slot and return the waiters that start now, best first."""
@@ -194,6 +209,7 @@ class AdmissionQueue(Generic[T]):
             waiter = self._levels[Priority.CRITICAL].popleft()
             del self._index[waiter.ticket]
             woken.append(self._admit(waiter.ticket, waiter.since, now, reserved=True))
+        self.on_change(self)
         return woken
 
     def expire(self, now: float) -> list[Rejected[T]]:
@@ -207,6 +223,9 @@ class AdmissionQueue(Generic[T]):
                 del self._index[waiter.ticket]
                 expired.append(Rejected(waiter.ticket, 503,
                                         f"waited {self.max_wait_ms:.0f} ms without a free slot", 0))
+        if not expired:
+            return []
+        self.on_change(self)
         retry = self.retry_after_s()
         return [Rejected(r.ticket, r.status, r.reason, retry) for r in expired]
 
@@ -216,6 +235,7 @@ class AdmissionQueue(Generic[T]):
         if waiter is None:
             return False
         self._levels[waiter.priority].remove(waiter)
+        self.on_change(self)
         return True
 
     # -- internals -----------------------------------------------------------------------------

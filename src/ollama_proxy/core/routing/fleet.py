@@ -4,7 +4,8 @@ Selection scores every backend on every request. Done one Python object at a tim
 microseconds per backend, which at a hundred backends is milliseconds per request. `Fleet` lays
 out once what changes slowly (configuration, health, breaker, thermal state) and derives on first
 use, per model, what depends on the model (has it, has it loaded and at which context, learned
-latency); `Load` carries what changes with every request (in flight, queued). `select.py` scores
+latency); `Load` carries what changes with every request (in flight, queued), and `LoadBoard`
+keeps it current one row at a time as each backend's admission queue changes. `select.py` scores
 all rows at once from both.
 
 Pure: built from `BackendView`s. It does not know where they came from or when they change; the
@@ -146,6 +147,52 @@ class Load:
         if self.queued is None:
             return self.in_flight
         return self.in_flight + self.queued.sum(axis=1)
+
+
+class QueueCounts(Protocol):
+    """What `LoadBoard` reads of a backend's admission queue (`core.admission.AdmissionQueue`)."""
+
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def queued(self) -> int: ...
+    def depth_by_level(self) -> tuple[int, int, int, int]: ...
+
+
+class LoadBoard:
+    """The live `Load` of a fixed set of rows, told of each row's change as it happens.
+
+    Reading every backend's queue on every decision costs a few hundred nanoseconds per backend;
+    a queue changes only when a request arrives, starts, ends or gives up, so the owner reports
+    that one row (`count`) and decisions share one `Load` until the next change.
+    """
+
+    def __init__(self, rows: int) -> None:
+        self._in_flight = np.zeros(rows, dtype=np.int64)
+        self._queued = np.zeros((rows, 4), dtype=np.int64)
+        # Python-side totals, so a change and a snapshot need no pass over the rows.
+        self._row_flying = [0] * rows
+        self._row_waiting = [0] * rows
+        self._flying = self._waiting = 0
+        self._load: Load | None = None
+
+    def count(self, row: int, queue: QueueCounts) -> None:
+        """Row `row` now holds what `queue` says."""
+        flying, waiting = queue.in_flight, queue.queued
+        self._flying += flying - self._row_flying[row]
+        self._row_flying[row] = self._in_flight[row] = flying
+        if waiting or self._row_waiting[row]:
+            self._waiting += waiting - self._row_waiting[row]
+            self._row_waiting[row] = waiting
+            self._queued[row] = queue.depth_by_level()
+        self._load = None
+
+    def load(self) -> Load:
+        """The counts now; the same object until the next `count` (copies: it outlives them)."""
+        if self._load is None:
+            self._load = Load(self._in_flight.copy(), self._queued.copy() if self._waiting else None,
+                              not self._flying and not self._waiting)
+        return self._load
 
 
 class Fleet:
