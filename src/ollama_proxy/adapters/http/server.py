@@ -5,6 +5,7 @@ Built by `ollama_proxy.app` (the composition root), which hands in the objects i
 
 from __future__ import annotations
 
+import functools
 import hmac
 import time
 from collections.abc import Awaitable, Callable
@@ -85,40 +86,51 @@ def build_http_app(config: Config, pool: BackendPool, router: Router, context: C
     metrics = Metrics(pool, router, context)
     proxy = ProxyHandler(config, pool, router, context, metrics)
     admin = AdminEndpoints(config, pool, router, context)
-    middlewares = []
-    if config.server.api_keys:
-        middlewares.append(_require_api_key(config.server.api_keys))
+    # Authentication and CORS wrap each route's handler rather than being aiohttp middlewares:
+    # aiohttp builds the middleware chain on every request, which cost more than the checks.
+    guards: list[Callable[[Handler], Handler]] = []
     cors = _Cors(config.server.cors_origins) if config.server.cors_origins else None
     if cors is not None:
-        middlewares.append(cors.middleware)
-    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=middlewares)
+        guards.append(cors.guard)
+    if config.server.api_keys:
+        guards.append(_require_api_key(config.server.api_keys))
+
+    def guarded(handler: Handler) -> Handler:
+        for guard in guards:  # the last one runs first: authentication before CORS, as before
+            handler = guard(handler)
+        return handler
+
+    app = web.Application(client_max_size=config.server.max_body_bytes)
     if cors is not None:
         app.on_response_prepare.append(cors.on_prepare)
-    app.router.add_get("/health", admin.health)
-    app.router.add_get("/backends", admin.backends)
-    app.router.add_get("/efficiency", admin.get_efficiency)
-    app.router.add_post("/efficiency", admin.set_efficiency)
-    app.router.add_get("/thermal", admin.thermal)
-    app.router.add_get("/metrics", metrics.handle)
-    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    app.router.add_get("/health", guarded(admin.health))
+    app.router.add_get("/backends", guarded(admin.backends))
+    app.router.add_get("/efficiency", guarded(admin.get_efficiency))
+    app.router.add_post("/efficiency", guarded(admin.set_efficiency))
+    app.router.add_get("/thermal", guarded(admin.thermal))
+    app.router.add_get("/metrics", guarded(metrics.handle))
+    app.router.add_route("*", "/{tail:.*}", guarded(proxy.handle))
     return app
 
 
-def _require_api_key(keys: tuple[str, ...]) -> Callable[..., Awaitable[web.StreamResponse]]:
+def _require_api_key(keys: tuple[str, ...]) -> Callable[[Handler], Handler]:
     encoded = [k.encode() for k in keys]
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in _PUBLIC_PATHS or request.method == "OPTIONS":
+    def guard(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def checked(request: web.Request) -> web.StreamResponse:
+            if request.path in _PUBLIC_PATHS or request.method == "OPTIONS":
+                return await handler(request)
+            given = request.headers.get("X-API-Key") or request.headers.get("Authorization", "").removeprefix(
+                "Bearer ").strip()
+            if not any(hmac.compare_digest(given.encode(), key) for key in encoded):
+                return error_response(request.path, "missing or invalid API key (send Authorization: Bearer "
+                                      "<key> or X-API-Key)", 401)
             return await handler(request)
-        given = request.headers.get("X-API-Key") or request.headers.get("Authorization", "").removeprefix(
-            "Bearer ").strip()
-        if not any(hmac.compare_digest(given.encode(), key) for key in encoded):
-            return error_response(request.path, "missing or invalid API key (send Authorization: Bearer <key> "
-                                  "or X-API-Key)", 401)
-        return await handler(request)
 
-    return middleware
+        return checked
+
+    return guard
 
 
 class _Cors:
@@ -134,21 +146,24 @@ class _Cors:
         scheme_host = origin.rsplit(":", 1)[0] if origin.count(":") == 2 else origin
         return self.allow_all or origin in self.origins or scheme_host in self.origins
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        if origin is None:
+    def guard(self, handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def checked(request: web.Request) -> web.StreamResponse:
+            origin = request.headers.get("Origin")
+            if origin is None:
+                return await handler(request)
+            if not self.allowed(origin):
+                return error_response(request.path, f"origin {origin!r} is not allowed (server.cors_origins)", 403)
+            if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+                return web.Response(status=204, headers={
+                    "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, HEAD, OPTIONS",
+                    "Access-Control-Allow-Headers": _CORS_HEADERS})
             return await handler(request)
-        if not self.allowed(origin):
-            return error_response(request.path, f"origin {origin!r} is not allowed (server.cors_origins)", 403)
-        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            return web.Response(status=204, headers={
-                "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, HEAD, OPTIONS",
-                "Access-Control-Allow-Headers": _CORS_HEADERS})
-        return await handler(request)
+
+        return checked
 
     async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
-        # Streams are prepared inside the handler, so headers go on here rather than in the middleware.
+        # Streams are prepared inside the handler, so headers go on here rather than in the guard.
         origin = request.headers.get("Origin")
         if origin is not None and self.allowed(origin):
             response.headers["Access-Control-Allow-Origin"] = origin
