@@ -22,7 +22,6 @@ import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from operator import mul, sub
 
 import numpy as np
 
@@ -108,20 +107,21 @@ def select(request: RouteRequest, fleet: Fleet, load: Load, mode: EfficiencyMode
 
     w = _shifted(weights or weights_for(mode), request.wants_low_latency, request.power_efficient)
     table = _ScoreTable(fleet, screen, request, load, w)
-    if len(eligible) == 1:
-        ranked, tied = eligible.tolist(), 1
-    else:
+    rows, tied = eligible, 1
+    if len(eligible) > 1:
         scored = table.total if len(eligible) == len(fleet) else table.total[eligible]
-        order = np.argsort(-scored, kind="stable")
-        ranked = eligible[order].tolist()
+        order = (-scored).argsort(kind="stable")
+        rows = eligible[order]
         ranked_scores = scored[order].tolist()
         # Sorted high to low, the near-ties are a prefix of the ranking.
-        best, tied = ranked_scores[0], 1
+        best = ranked_scores[0]
         while tied < len(ranked_scores) and best - ranked_scores[tied] <= tie_margin:
             tied += 1
+    ranked = rows.tolist()
     pick = rng.choice(range(tied)) if tied > 1 else 0
     chosen = ranked[pick]
-    alternatives = fleet.id_array[ranked].tolist()
+    # Indexed by the array, not the list: numpy would convert a hundred-element list first.
+    alternatives = fleet.id_array[rows].tolist()
     del alternatives[pick]
     return RoutingDecision(
         backend_id=fleet.ids[chosen],
@@ -306,9 +306,10 @@ def _reason(request: RouteRequest, mode: EfficiencyMode, chosen: int, ranked: li
         why = f"near-tie of {tied}, random pick"
     else:
         # No tie, so the chosen one is ranked first.
-        gains = sorted(zip(map(mul, w.vector, map(sub, table.factors_of(chosen), table.factors_of(ranked[1]))),
-                           FACTORS, strict=True), reverse=True)
-        why = ", ".join(_WHY[k] for gain, k in gains[:2] if gain > 0) or "best overall"
+        second = ranked[1]
+        gains = [weight * (f.item(chosen) - f.item(second)) for weight, f in zip(w.vector, table.factors, strict=True)]
+        top = sorted(zip(gains, FACTORS, strict=True), reverse=True)[:2]
+        why = ", ".join(_WHY[k] for gain, k in top if gain > 0) or "best overall"
         why += f" (best of {len(ranked)})"
     if excluded:
         why += f"; {excluded} excluded"
