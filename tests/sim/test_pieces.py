@@ -128,3 +128,9 @@ def test_model_info_from_gguf_reads_tokenizer_arrays(tmp_path: Path) -> None:
     assert info["tokenizer.ggml.tokens"] == ["<unk>", "<s>", "</s>", "a", "b", "ab"]
     assert info["tokenizer.ggml.bos_token_id"] == 1
     assert "general.name" not in info
+
+
+@pytest.mark.parametrize("length", [1, 2, 7])
+def test_reply_has_exactly_the_configured_length(length: int) -> None:
+    reply = plan_reply(3, "m", "prompt", budget=1000, lengths=(length, length))
+    assert len(reply.pieces) == length and reply.done_reason == "stop"

@@ -63,8 +63,9 @@ def plan_reply(seed: int, model: str, prompt: str, budget: int, lengths: tuple[i
     """A sentence of `lengths` tokens chosen by the prompt, cut at `budget` tokens (done_reason "length")."""
     rng = _rng(seed, model, prompt)
     length = rng.randint(*lengths)
-    words = [rng.choice(_WORDS) for _ in range(length - 1)]
-    pieces = [words[0].capitalize()] + [f" {w}" for w in words[1:]] + ["."]
+    # `length` tokens: the words, then the full stop (a one-token reply is a single word).
+    words = [rng.choice(_WORDS) for _ in range(max(1, length - 1))]
+    pieces = [words[0].capitalize()] + [f" {w}" for w in words[1:]] + (["."] if length > 1 else [])
     if budget < len(pieces):
         return Reply(pieces[:budget], "length")
     return Reply(pieces, "stop")
