@@ -2,10 +2,11 @@
 
 Not a test. Measures, in process and without I/O:
 
-  - `Router.decide`: what every proxied request pays (reads in-flight and queued counts from the
-    live pool, reuses the cached columns of everything else, then selects),
-  - the same with one learned-latency observation before each decision, as on a server where every
-    decision follows a completion (the model's latency column is re-read), and
+  - `Router.decide`: what every proxied request pays (takes the pool's current in-flight and queued
+    counts, reuses the cached columns of everything else, then selects),
+  - the same after a completion before each decision, as on a server where every decision follows
+    one: a slot freed (the load snapshot is rebuilt) and a learned-latency observation (the model's
+    latency row is re-read), and
   - `select` alone over prebuilt columns (`Fleet`, `Load`): the pure filtering and scoring.
 
 Backends are laptop-like (npu/igpu/nvidia/cpu characteristics repeated), each reporting a few
@@ -61,6 +62,9 @@ def build_router(n: int, rng: random.Random) -> Router:
 
 
 def decide_after_completion(router: Router, request: RouteRequest) -> None:
+    queue = router.pool.backends["b0"].gate.queue
+    queue.try_acquire("completed", Priority.NORMAL, 0.0)
+    queue.release("completed", 0.0)
     router.latency.observe("b0", "llama3.2", ttft_ms=60.0, total_ms=900.0, tokens_per_s=40.0)
     router.decide(request)
 
