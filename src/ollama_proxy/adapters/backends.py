@@ -174,9 +174,9 @@ class BackendPool:
         # Bumped whenever any backend's routing facts change: the router's cache key.
         self.revision = 0
         # In flight and queued per backend, in pool order, kept by the admission queues themselves.
-        self.load = LoadBoard(len(backends))
+        self.load_board = LoadBoard(len(backends))
         self.backends: dict[str, Backend] = {
-            b.id: Backend(b, router, on_change=self._changed, on_load=partial(self.load.count, row))
+            b.id: Backend(b, router, on_change=self._changed, on_load=partial(self.load_board.count, row))
             for row, b in enumerate(backends)}
         self._tasks: list[asyncio.Task[Any]] = []
 

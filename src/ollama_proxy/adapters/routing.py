@@ -116,7 +116,7 @@ class Router:
 
     def load(self) -> Load:
         """In flight and queued per backend, in pool order (rows match the fleet's)."""
-        return self.pool.load.load()
+        return self.pool.load_board.load()
 
     def views(self, now: float | None = None) -> list[BackendView]:
         now = time.monotonic() if now is None else now

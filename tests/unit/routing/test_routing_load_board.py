@@ -47,24 +47,24 @@ def test_the_row_follows_acquire_release_expire_and_cancel() -> None:
     ]
     expected = [(1, (0, 0, 0, 0)), (1, (0, 0, 1, 0)), (1, (1, 0, 1, 0)), (1, (0, 0, 1, 0)),
                 (1, (0, 0, 0, 0)), (1, (0, 1, 0, 0)), (1, (0, 0, 0, 0)), (0, (0, 0, 0, 0))]
-    assert pool.load.load().idle
+    assert pool.load_board.load().idle
     for step, (flying, waiting) in zip(steps, expected, strict=True):
         step()
-        load = pool.load.load()
+        load = pool.load_board.load()
         assert load.in_flight.tolist() == [0, flying, 0]
         assert (load.queued.tolist()[1] if load.queued is not None else [0, 0, 0, 0]) == list(waiting)
         assert _same(load, _counted(pool))
-    assert pool.load.load().idle
+    assert pool.load_board.load().idle
 
 
 def test_a_snapshot_is_shared_until_a_change_and_never_changes_after() -> None:
     pool = _pool()
     queue = pool.backends["b0"].gate.queue
     queue.try_acquire("a", Priority.NORMAL, 0.0)
-    before = pool.load.load()
-    assert pool.load.load() is before  # nothing changed: no new arrays per decision
+    before = pool.load_board.load()
+    assert pool.load_board.load() is before  # nothing changed: no new arrays per decision
     queue.try_acquire("b", Priority.NORMAL, 0.0)
-    after = pool.load.load()
+    after = pool.load_board.load()
     assert after is not before
     assert before.queued is None and before.in_flight.tolist() == [1, 0, 0]  # a decision may still hold it
     assert after.queued is not None and after.queued.tolist()[0] == [0, 1, 0, 0]
