@@ -47,7 +47,7 @@ from ollama_proxy.core.openai.requests import TRANSLATORS, NativeRequest
 from ollama_proxy.core.openai.reverse_requests import REVERSE_TRANSLATORS, is_load_only
 from ollama_proxy.core.openai.reverse_responses import EMPTY_STREAM, load_only_reply
 from ollama_proxy.core.routing.breaker import Outcome, classify_status
-from ollama_proxy.core.routing.headers import decision_headers, parse_route_headers
+from ollama_proxy.core.routing.headers import ROUTE_HEADERS, decision_headers, parse_route_headers
 from ollama_proxy.core.routing.select import fail_over
 from ollama_proxy.core.streams import LastLine
 from ollama_proxy.errors import (
@@ -69,9 +69,6 @@ _DONE_TERMINATED = frozenset({"/api/generate", "/api/chat"})
 # OpenAI streams end with `data: [DONE]`; one without it was cut short.
 _SSE_DONE_TERMINATED = frozenset({"/v1/chat/completions", "/v1/completions"})
 _LOAD_NOTICEABLE_NS = 50_000_000
-# What core.routing.headers.parse_route_headers reads.
-_ROUTING_HEADERS = ("X-Target-Backend", "X-Latency-Critical", "X-Power-Efficient", "X-Max-Latency-Ms",
-                    "X-Max-Power-Watts", "X-Priority", "X-Media-Type")
 
 
 def new_request_id() -> str:
@@ -430,7 +427,7 @@ class ProxyHandler:
 def _routing_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
     """Only the headers routing reads: handing over the whole header set would have every header
     copied and lowercased on each request. The last of repeated headers wins, as it would there."""
-    return {name: headers.getall(name)[-1] for name in _ROUTING_HEADERS if name in headers}
+    return {name: headers.getall(name)[-1] for name in ROUTE_HEADERS if name in headers}
 
 
 def _headers_for(backend: Backend, exchange: Exchange, headers: CIMultiDict[str]) -> CIMultiDict[str]:

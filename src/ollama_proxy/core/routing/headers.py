@@ -21,6 +21,9 @@ from ollama_proxy.core.routing.select import RoutingDecision
 from ollama_proxy.core.routing.state import RouteRequest
 from ollama_proxy.errors import BadRequest
 
+# The request headers `parse_route_headers` reads; the HTTP adapter hands over just these.
+ROUTE_HEADERS = ("X-Target-Backend", "X-Latency-Critical", "X-Power-Efficient", "X-Max-Latency-Ms",
+                 "X-Max-Power-Watts", "X-Priority", "X-Media-Type")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 _TOKEN = re.compile(r"^[a-z0-9][a-z0-9._+/-]{0,63}$")
