@@ -101,7 +101,9 @@ class ContextService:
             {"num_ctx": decision.num_ctx}
         # Ollama loads (or keeps) the runner at this size: remember it now so the next request reuses
         # it even before /api/ps is read again.
-        backend.loaded[sizing.model] = min(decision.num_ctx, model_max) if model_max else decision.num_ctx
+        # Assigned, not mutated in place: the router caches residency and notices only assignments.
+        loaded_ctx = min(decision.num_ctx, model_max) if model_max else decision.num_ctx
+        backend.loaded = {**backend.loaded, sizing.model: loaded_ctx}
         sizing.decision = decision
         self.decisions += 1
         if decision.exceeds_largest:
