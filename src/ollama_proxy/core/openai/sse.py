@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from ollama_proxy.core.streams import MAX_LINE_BYTES, LineTooLong
+
 DONE_DATA = "[DONE]"
 DONE_EVENT = b"data: [DONE]\n\n"
 
@@ -46,9 +48,11 @@ class SseDecoder:
     ([], [SseEvent(data='hello', event='message', id=None)])
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_LINE_BYTES) -> None:
+        self._limit = limit  # bytes of one line, and of one event's data (LineTooLong past it)
         self._buffer = b""
         self._data: list[str] = []
+        self._data_size = 0
         self._event = ""
         self._id: str | None = None
         # A chunk that ends in `\r` may be followed by the `\n` of the same line break.
@@ -71,6 +75,8 @@ class SseDecoder:
             event = self._take_line(line.decode("utf-8", errors="replace"))
             if event is not None:
                 events.append(event)
+        if len(self._buffer) > self._limit or self._data_size > self._limit:
+            raise LineTooLong(self._limit)
         return events
 
     def flush(self) -> list[SseEvent]:
@@ -100,6 +106,7 @@ class SseDecoder:
             value = value[1:]
         if name == "data":
             self._data.append(value)
+            self._data_size += len(value)
         elif name == "event":
             self._event = value
         elif name == "id" and "\0" not in value:
@@ -112,6 +119,7 @@ class SseDecoder:
             return None
         event = SseEvent(data="\n".join(self._data), event=self._event or "message", id=self._id)
         self._data = []
+        self._data_size = 0
         self._event = ""
         return event
 
