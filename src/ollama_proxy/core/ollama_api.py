@@ -6,6 +6,7 @@ Pure: it only looks at strings and dicts.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
@@ -23,6 +24,39 @@ MANAGEMENT_PATHS = frozenset({"/api/pull", "/api/push", "/api/create", "/api/cop
 AGGREGATE_PATHS = frozenset({"/api/tags", "/api/ps"})
 
 CONTEXT_PREFIX = "/proxy-context/"
+# Ollama's whole path space: `/` ("Ollama is running"), the native API and the OpenAI-compatible
+# layer. Anything else (a backend's debug or control routes, a simulator's /sim/*) is not forwarded.
+_API_PREFIXES = ("/api/", "/v1/")
+_API_EXACT = frozenset({"/", "/api", "/v1"})
+_UNSAFE_PATH_CHARS = re.compile(r"[\\\x00-\x1f\x7f]")
+
+
+def normalized_path(path: str) -> str:
+    """The request path as an origin-form path: `/` + segments, with empty and dot segments resolved.
+
+    The result always starts with exactly one slash, so joined to a backend's origin it can never
+    name another authority, whatever the client sent (`//host:port/...`, `/a/../../x`, encoded
+    slashes once decoded). Raises ValueError for a backslash or a control character, which no
+    Ollama path has and which some servers read as a separator.
+    """
+    if _UNSAFE_PATH_CHARS.search(path):
+        raise ValueError("invalid request path: backslashes and control characters are not allowed")
+    if "//" not in path and "/." not in path:
+        return path if path.startswith("/") else "/" + path
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment and segment != ".":
+            segments.append(segment)
+    trailing = "/" if path.endswith(("/", "/.", "/..")) and segments else ""
+    return "/" + "/".join(segments) + trailing
+
+
+def is_api_path(path: str) -> bool:
+    """Whether a normalised path is in Ollama's path space (and so may be forwarded)."""
+    return path in _API_EXACT or path.startswith(_API_PREFIXES)
 
 
 class SizeMode(Enum):

@@ -7,12 +7,15 @@ closed --N consecutive failures--> open --reset_s--> half-open --probe ok--> clo
 Only the backend's own failures count: connect errors, timeouts and 5xx. A client that goes away
 says nothing about the backend, and Ollama's 503 "server busy" is backpressure from a healthy server
 (its load queue is full, reference 7.5): both leave the breaker alone (olla #144 shows why a 5xx
-that is not busy must count). The clock is passed in; nothing here sleeps or schedules.
+that is not busy must count). Nor does a 500 the request itself caused: Ollama answers an option
+of the wrong JSON type, an invalid `format` or a broken `template` with a 500 (reference 1.6),
+and every backend would answer the same. The clock is passed in; nothing here sleeps or schedules.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from enum import StrEnum
 
@@ -26,16 +29,33 @@ class Outcome(StrEnum):
     SERVER_ERROR = "server_error"
     BUSY = "busy"
     CLIENT_GONE = "client_gone"
+    REQUEST_FAULT = "request_fault"
 
 
 _FAILURES = frozenset({Outcome.CONNECT_ERROR, Outcome.TIMEOUT, Outcome.SERVER_ERROR})
 
 
 def classify_status(status: int, body: str = "") -> Outcome:
-    """Outcome of an answered request. A 4xx is the client's problem and proves the server is alive."""
-    if status == 503 and "server busy" in body.lower():
+    """Outcome of an answered request. A 4xx is the client's problem and proves the server is alive;
+    so does a 500 whose text says the request was invalid (REQUEST_FAULT: relay it, do not retry)."""
+    if status < 500:
+        return Outcome.SUCCESS
+    lowered = body.lower()
+    if status == 503 and "server busy" in lowered:
         return Outcome.BUSY
-    return Outcome.SERVER_ERROR if status >= 500 else Outcome.SUCCESS
+    if status == 500 and _is_request_fault(lowered):
+        return Outcome.REQUEST_FAULT
+    return Outcome.SERVER_ERROR
+
+
+# Ollama's 500 texts for a request no backend could serve as sent: a wrong option type, an invalid
+# `format`, a Go template that does not parse ("template: :1: ..."). Matched loosely (texts have
+# changed across versions); a load failure or a crash says none of these.
+_REQUEST_FAULT_TEXT = re.compile(r'option \\?"[^"\\]+\\?" must be of type|invalid format|template: \S*:\d+:')
+
+
+def _is_request_fault(lowered_body: str) -> bool:
+    return _REQUEST_FAULT_TEXT.search(lowered_body) is not None
 
 
 class CircuitBreaker:
@@ -117,7 +137,8 @@ class CircuitBreaker:
                                                    and self._consecutive >= self.failures):
                 self._opened_at = now
             self._probe_since = None
-        elif outcome is Outcome.SUCCESS:
+        elif outcome is Outcome.SUCCESS or outcome is Outcome.REQUEST_FAULT:
+            # An invalid request the server answered still proves the server is there.
             self._consecutive = 0
             self._opened_at = None
             self._probe_since = None
