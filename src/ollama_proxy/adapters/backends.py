@@ -66,7 +66,8 @@ class Backend:
         # In-flight and queued counts change far more often and go to `on_load` instead.
         self.on_change = on_change
         self.upstream = Upstream(config.id, config.endpoint, connect_timeout_s=router.connect_timeout_s,
-                                 api_key=config.api_key)
+                                 first_byte_timeout_s=router.first_byte_timeout_s,
+                                 idle_timeout_s=router.idle_timeout_s, api_key=config.api_key)
         self.reachable: bool | None = None
         self.last_error: str | None = None
         self.version: str | None = None

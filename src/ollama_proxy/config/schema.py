@@ -34,6 +34,15 @@ class ServerConfig(_Strict):
     # answers CORS itself for these origins ("*" allows all).
     cors_origins: tuple[str, ...] = ("http://localhost", "http://127.0.0.1", "https://localhost",
                                     "https://127.0.0.1")
+    # A client must send a request's headers (and a JSON body) within this long once it starts:
+    # slow-sending connections are closed, not held (nginx: client_header_timeout 60 s).
+    header_timeout_s: float = Field(default=30.0, gt=0)
+    # An idle keep-alive connection is closed after this long (nginx's keepalive_timeout).
+    keepalive_timeout_s: float = Field(default=75.0, gt=0)
+    # Open client connections at most; one more is answered 503 and closed.
+    max_connections: int = Field(default=2048, ge=1)
+    # On SIGTERM/SIGINT: stop accepting, let in-flight requests and streams finish this long, then cut.
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
 
     def __repr__(self) -> str:
         keys = f"<{len(self.api_keys)} keys>" if self.api_keys else "()"
@@ -62,6 +71,13 @@ class RouterConfig(_Strict):
     breaker_failures: int = Field(default=3, ge=1)
     breaker_reset_s: float = Field(default=10.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    # From the end of sending to the response headers. Ollama sends them once the model is loaded
+    # and the prompt evaluated (and a non-streamed reply only when it is complete); its own load
+    # stall timeout (OLLAMA_LOAD_TIMEOUT) is 5 minutes. On expiry the request fails over.
+    first_byte_timeout_s: float = Field(default=300.0, gt=0)
+    # Silence in the middle of a reply (between two pieces of a stream); the stream then ends with
+    # an error line. Tokens arrive every few tens of milliseconds even on a CPU.
+    idle_timeout_s: float = Field(default=120.0, gt=0)
     queue: QueueConfig = QueueConfig()
 
 

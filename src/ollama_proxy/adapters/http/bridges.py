@@ -12,13 +12,14 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
 from ollama_proxy.adapters.http.replies import json_response
+from ollama_proxy.adapters.http.upstream import UpstreamReply
 from ollama_proxy.core.openai.errors import BackendReplyError
 from ollama_proxy.core.openai.requests import ReplyContext
 from ollama_proxy.core.openai.responses import error_from_native, new_completion_id, reply_from_native
@@ -26,15 +27,35 @@ from ollama_proxy.core.openai.reverse_requests import NativeReplyContext
 from ollama_proxy.core.openai.reverse_responses import NativeStreamTranslator, native_error, native_reply
 from ollama_proxy.core.openai.sse import SseDecoder
 from ollama_proxy.core.openai.stream import StreamTranslator
-from ollama_proxy.core.streams import LineSplitter
+from ollama_proxy.core.streams import LineSplitter, LineTooLong
+from ollama_proxy.errors import UpstreamError
 
 # Called with the final native object (or None) once the upstream answered; returns headers to add
 # when they can still be sent (non-streamed replies).
 FinalHook = Callable[[dict[str, Any] | None], dict[str, str]]
+# Called when a stream already under way breaks: the reason, and the backend error if it was one.
+FailureHook = Callable[[str, UpstreamError | None], None]
 
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 NDJSON_HEADERS = {"Content-Type": "application/x-ndjson"}
+# Replies the proxy must read whole (to translate or check them) are refused past this size.
+WHOLE_REPLY_LIMIT = 64 * 1024 * 1024
 _rng = random.Random()
+
+
+@dataclass(slots=True)
+class RelayHooks:
+    """What a relay reports back to the request it serves."""
+
+    on_final: FinalHook
+    on_failure: FailureHook
+    # The client's response once prepared: from then on a failure can only end the stream.
+    started: web.StreamResponse | None = None
+
+    async def start(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+        await response.prepare(request)
+        self.started = response
+        return response
 
 
 def _json_or_none(payload: bytes) -> Any:
@@ -44,40 +65,50 @@ def _json_or_none(payload: bytes) -> Any:
         return None
 
 
-async def openai_from_native(request: web.Request, upstream: aiohttp.ClientResponse, context: ReplyContext,
-                             headers: dict[str, str], on_final: FinalHook, backend_id: str) -> web.StreamResponse:
+async def _whole_or_error_body(upstream: UpstreamReply) -> bytes:
+    return await (upstream.read_error_body() if upstream.status >= 400 else upstream.read(WHOLE_REPLY_LIMIT))
+
+
+async def openai_from_native(request: web.Request, upstream: UpstreamReply, context: ReplyContext,
+                             headers: dict[str, str], hooks: RelayHooks, backend_id: str) -> web.StreamResponse:
     """An Ollama backend's native reply, as the OpenAI response the client asked for."""
     completion_id = new_completion_id(context.kind, _rng)
     created = int(time.time())
     if upstream.status >= 400 or not context.stream:
-        payload = _json_or_none(await upstream.read())
+        payload = _json_or_none(await _whole_or_error_body(upstream))
         if upstream.status >= 400:
             status, error = error_from_native(upstream.status, payload)
             return json_response(error, status=status, headers=headers)
         if not isinstance(payload, dict):
             status, error = error_from_native(502, {"error": f"backend {backend_id!r} sent no JSON"})
             return json_response(error, status=status, headers=headers)
-        headers = {**headers, **on_final(payload)}
+        headers = {**headers, **hooks.on_final(payload)}
         return json_response(reply_from_native(payload, context, completion_id=completion_id, created=created),
                              headers=headers)
 
-    response = web.StreamResponse(status=200, headers={**headers, **SSE_HEADERS})
-    await response.prepare(request)
+    response = await hooks.start(request, web.StreamResponse(status=200, headers={**headers, **SSE_HEADERS}))
     translator = StreamTranslator(context, completion_id=completion_id, created=created)
     splitter = LineSplitter()
     final: dict[str, Any] | None = None
+
+    async def abort(reason: str, error: UpstreamError | None) -> None:
+        hooks.on_failure(reason, error)
+        await response.write(translator.abort(reason, 502))
+
     while not translator.finished:
         try:
-            chunk = await upstream.content.readany()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            await response.write(translator.abort(f"backend {backend_id!r} broke off the stream: {exc}", 502))
+            chunk = await upstream.readany()
+            lines = splitter.feed(chunk) if chunk else splitter.flush()
+        except UpstreamError as exc:
+            await abort(str(exc), exc)
             break
-        lines = splitter.feed(chunk) if chunk else splitter.flush()
+        except LineTooLong as exc:
+            await abort(f"backend {backend_id!r} sent {exc}", None)
+            break
         for line in lines:
             native = _json_or_none(line)
             if not isinstance(native, dict):
-                await response.write(translator.abort(f"backend {backend_id!r} sent a line that is not JSON: "
-                                                      f"{line[:80]!r}", 502))
+                await abort(f"backend {backend_id!r} sent a line that is not JSON: {line[:80]!r}", None)
                 break
             if native.get("done"):
                 final = native
@@ -85,17 +116,17 @@ async def openai_from_native(request: web.Request, upstream: aiohttp.ClientRespo
         if not chunk:
             await response.write(translator.close())
             break
-    on_final(final)
+    hooks.on_final(final)
     await response.write_eof()
     return response
 
 
-async def native_from_openai(request: web.Request, upstream: aiohttp.ClientResponse, context: NativeReplyContext,
-                             headers: dict[str, str], on_final: FinalHook, backend_id: str) -> web.StreamResponse:
+async def native_from_openai(request: web.Request, upstream: UpstreamReply, context: NativeReplyContext,
+                             headers: dict[str, str], hooks: RelayHooks, backend_id: str) -> web.StreamResponse:
     """An OpenAI-type backend's reply, as the native Ollama response the client asked for."""
     started = time.time()
     if upstream.status >= 400 or not context.stream:
-        payload = _json_or_none(await upstream.read())
+        payload = _json_or_none(await _whole_or_error_body(upstream))
         if upstream.status >= 400:
             status, error = native_error(upstream.status, payload)
             return json_response(error, status=status, headers=headers)
@@ -104,29 +135,34 @@ async def native_from_openai(request: web.Request, upstream: aiohttp.ClientRespo
                                  now=time.time())
         except BackendReplyError as exc:
             return json_response({"error": f"backend {backend_id!r}: {exc}"}, status=502, headers=headers)
-        return json_response(reply, headers={**headers, **on_final(reply)})
+        return json_response(reply, headers={**headers, **hooks.on_final(reply)})
 
-    response = web.StreamResponse(status=200, headers={**headers, **NDJSON_HEADERS})
-    await response.prepare(request)
+    response = await hooks.start(request, web.StreamResponse(status=200, headers={**headers, **NDJSON_HEADERS}))
     translator = NativeStreamTranslator(context, started=started)
     decoder = SseDecoder()
     final: dict[str, Any] | None = None
     while not translator.finished:
+        failure: tuple[str, UpstreamError | None] | None = None
         try:
-            chunk = await upstream.content.readany()
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            chunk = await upstream.readany()
+            events = decoder.feed(chunk) if chunk else decoder.flush()
+        except UpstreamError as exc:
+            failure = (str(exc), exc)
+        except LineTooLong as exc:
+            failure = (f"backend {backend_id!r} sent {exc}", None)
+        if failure is not None:
             chunk = b""
-            lines = [translator.abort(f"backend {backend_id!r} broke off the stream: {exc}")]
+            hooks.on_failure(*failure)
+            lines = [translator.abort(failure[0])]
         else:
             now = time.time()
-            lines = [line for event in (decoder.feed(chunk) if chunk else decoder.flush())
-                     for line in translator.feed(event, now)]
+            lines = [line for event in events for line in translator.feed(event, now)]
             if not chunk:
                 # llama.cpp answers an over-long streamed prompt with an empty 200 stream: close()
                 # turns "no finish at all" into an error line.
                 ending = translator.close(now)
                 if ending and "error" in ending[-1]:
-                    forget_connection(upstream)
+                    upstream.forget_connection()
                 lines += ending
         for line in lines:
             if line.get("done"):
@@ -134,23 +170,6 @@ async def native_from_openai(request: web.Request, upstream: aiohttp.ClientRespo
             await response.write(orjson.dumps(line) + b"\n")
         if not chunk:
             break
-    on_final(final)
+    hooks.on_final(final)
     await response.write_eof()
     return response
-
-
-def forget_connection(upstream: aiohttp.ClientResponse) -> None:
-    """Close the connection behind a stream that ended without finishing, so it is not reused.
-
-    llama.cpp resets the connection behind its empty over-long-prompt stream a moment after the
-    stream ended cleanly; pooled, it fails the next request as "connection reset by peer", which
-    counts against a healthy backend. aiohttp hands a connection back to its pool at end of file,
-    before the reader sees b"", so `upstream.close()` no longer reaches it: the transport itself
-    is closed (the pool skips closed ones). Call it right after the read that returned b"", before
-    the next await, while no other request is likely to have picked the connection up. The `/v1`
-    passthrough relay needs the same for the same stream.
-    """
-    protocol = getattr(upstream, "_protocol", None)  # aiohttp 3.x keeps it after the release
-    if protocol is not None:
-        protocol.close()
-    upstream.close()

@@ -34,6 +34,9 @@ class Metrics:
         self._duration = Histogram("ollama_proxy_request_duration_seconds",
                                    "Time from request to the end of the response, by backend.", ["backend"],
                                    buckets=_DURATION_BUCKETS, registry=self.registry)
+        self._failures = Counter("ollama_proxy_failures", "Requests that failed after they were answered or "
+                                 "that the proxy could not handle, by kind (stream_broken, internal_error).",
+                                 ["kind"], registry=self.registry)
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self.registry.register(_StateCollector(pool, router, context))
 
@@ -44,6 +47,9 @@ class Metrics:
                 self._requests.labels(backend, str(status)), self._duration.labels(backend))
         children[0].inc()
         children[1].observe(seconds)
+
+    def count_failure(self, kind: str) -> None:
+        self._failures.labels(kind).inc()
 
     async def handle(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -10,6 +10,7 @@ between the OpenAI and native protocols happens only when client and backend spe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -18,18 +19,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ollama_proxy.adapters.backends import Backend, BackendPool
 from ollama_proxy.adapters.context import ContextService, Sizing
-from ollama_proxy.adapters.http.bridges import forget_connection, native_from_openai, openai_from_native
+from ollama_proxy.adapters.http.bridges import (
+    WHOLE_REPLY_LIMIT,
+    RelayHooks,
+    native_from_openai,
+    openai_from_native,
+)
 from ollama_proxy.adapters.http.listings import V1_MODELS, Listings
 from ollama_proxy.adapters.http.metrics import Metrics
 from ollama_proxy.adapters.http.replies import error_response, is_openai_path, json_response, stream_error_line
-from ollama_proxy.adapters.http.upstream import forwardable_request_headers, forwardable_response_headers
+from ollama_proxy.adapters.http.upstream import (
+    ERROR_BODY_LIMIT,
+    UpstreamReply,
+    forwardable_request_headers,
+    forwardable_response_headers,
+)
 from ollama_proxy.adapters.routing import Router
 from ollama_proxy.adapters.tasks import spawn
 from ollama_proxy.config.schema import Config
@@ -40,7 +50,9 @@ from ollama_proxy.core.ollama_api import (
     MANAGEMENT_PATHS,
     ContextRoute,
     SizeMode,
+    is_api_path,
     model_of,
+    normalized_path,
     split_context_route,
 )
 from ollama_proxy.core.openai.requests import TRANSLATORS, NativeRequest
@@ -69,6 +81,9 @@ _DONE_TERMINATED = frozenset({"/api/generate", "/api/chat"})
 # OpenAI streams end with `data: [DONE]`; one without it was cut short.
 _SSE_DONE_TERMINATED = frozenset({"/v1/chat/completions", "/v1/completions"})
 _LOAD_NOTICEABLE_NS = 50_000_000
+# What the proxy sends on to a backend; OPTIONS is answered here, anything else is refused.
+_FORWARDED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"})
+_ALLOW = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"
 
 
 def new_request_id() -> str:
@@ -110,6 +125,7 @@ class Exchange:
     first_byte: float | None = None
     queued_ms: float = 0.0
     failure: str | None = None
+    hooks: RelayHooks = field(init=False)
 
     @property
     def path(self) -> str:
@@ -125,10 +141,12 @@ class ProxyHandler:
         self.router = router
         self.context = context
         self.listings = Listings(pool)
+        self.in_flight = 0  # requests being handled now: what a shutdown drains
         self._default_route = SizeMode(config.context.default_route.value)
         self._drop_auth = frozenset({"authorization", "x-api-key"}) if config.server.api_keys else frozenset()
         self._max_failover = config.router.max_failover
         self._management_default = config.router.default_backend
+        self._body_timeout_s = config.server.header_timeout_s
         # A lone OpenAI-type backend has no /api/tags of its own: the aggregate translates it.
         self._aggregating = sum(b.enabled for b in config.backends) > 1 or any(
             b.enabled and b.type == "openai" for b in config.backends)
@@ -143,10 +161,12 @@ class ProxyHandler:
             started=time.perf_counter(),
         )
         exchange.headers_out["X-Request-ID"] = exchange.request_id
+        exchange.hooks = self._hooks(exchange)
+        self.in_flight += 1
         try:
             response = await self._handle(request, exchange)
         except OllamaProxyError as exc:
-            response = self._error(exchange, exc)
+            response = await self._failed(request, exchange, exc)
         except (asyncio.CancelledError, ConnectionResetError) as exc:
             exchange.status = 499
             self._record(exchange, "client went away")
@@ -154,16 +174,35 @@ class ProxyHandler:
                 # A write to a client that hung up: a cancellation, not a server error to report.
                 raise asyncio.CancelledError from exc
             raise
+        except Exception as exc:
+            # The one place a bug surfaces: answered in the route's shape, logged once with its
+            # traceback and the request id, counted; the proxy goes on serving.
+            log.exception("%s unexpected error while handling %s %s", exchange.request_id, request.method,
+                          exchange.path)
+            self.metrics.count_failure("internal_error")
+            response = await self._failed(request, exchange, OllamaProxyError(
+                f"internal error in the proxy ({type(exc).__name__}); request id {exchange.request_id}"))
+        finally:
+            self.in_flight -= 1
         exchange.status = response.status
         self._record(exchange)
         return response
 
     async def _handle(self, request: web.Request, exchange: Exchange) -> web.StreamResponse:
         try:
-            exchange.route = split_context_route(request.path, self.config.context.sizes, self._default_route)
+            exchange.route = split_context_route(normalized_path(request.path), self.config.context.sizes,
+                                                 self._default_route)
         except ValueError as exc:
             raise BadRequest(str(exc)) from exc
         path = exchange.path
+        if not is_api_path(path):
+            raise BadRequest(f"no such endpoint: {path} (the proxy forwards /, /api/... and /v1/...; its own "
+                             "views are /health, /backends, /efficiency, /thermal and /metrics)", 404)
+        if request.method not in _FORWARDED_METHODS:
+            if request.method == "OPTIONS":
+                # Preflights are answered by the CORS guard; nothing else about OPTIONS concerns a backend.
+                return web.Response(status=204, headers={**exchange.headers_out, "Allow": _ALLOW})
+            raise BadRequest(f"method {request.method} is not allowed (allowed: {_ALLOW})", 405)
         if request.method in ("POST", "PUT", "DELETE", "PATCH") and (path in JSON_PATHS or is_openai_path(path)):
             await self._read_json(request, exchange)
         if request.method == "GET" and "X-Target-Backend" not in request.headers:
@@ -186,10 +225,7 @@ class ProxyHandler:
         # A declared length over the limit is refused before a byte of the body is read.
         if request.content_length is not None and request.content_length > limit:
             raise PayloadTooLarge(limit)
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge as exc:
-            raise PayloadTooLarge(limit) from exc
+        raw = await _read_body(request, limit, self._body_timeout_s)
         if not raw.strip():
             if request.method != "POST" or exchange.path == "/api/delete":
                 return
@@ -200,6 +236,9 @@ class ProxyHandler:
             raise BadRequest(f"invalid JSON in request body: {exc}") from exc
         if not isinstance(body, dict):
             raise BadRequest(f"request body must be a JSON object, got {type(body).__name__}")
+        options = body.get("options")
+        if options is not None and not isinstance(options, dict) and not is_openai_path(exchange.path):
+            raise BadRequest(f"options must be a JSON object, got {_json_type(options)}")
         exchange.body, exchange.raw_body = body, raw
         exchange.model = model_of(body)
 
@@ -239,13 +278,13 @@ class ProxyHandler:
                     async with backend.upstream.open(request.method, path, query=request.query_string or None,
                                                      headers=_headers_for(backend, exchange, headers),
                                                      data=data) as upstream:
-                        if upstream.status < 500:
-                            self.router.record(backend, Outcome.SUCCESS)
-                        else:
-                            body = await upstream.read()
-                            self.router.record(backend, classify_status(upstream.status, body.decode(
-                                errors="replace")))
-                        if upstream.status < 500 or is_last:
+                        outcome = Outcome.SUCCESS
+                        if upstream.status >= 500:
+                            error_text = (await upstream.read_error_body()).decode(errors="replace")
+                            outcome = classify_status(upstream.status, error_text)
+                        self.router.record(backend, outcome)
+                        # A request the backend refused as invalid would fail the same way everywhere.
+                        if outcome is Outcome.SUCCESS or outcome is Outcome.REQUEST_FAULT or is_last:
                             exchange.first_byte = time.perf_counter()
                             response = await relay(request, exchange, upstream)
                             if exchange.path in MANAGEMENT_PATHS and response.status < 400:
@@ -254,13 +293,14 @@ class ProxyHandler:
                             return response
                         why = f"HTTP {upstream.status}"
                         log.warning("%s backend %s answered %d (%s); failing over", exchange.request_id,
-                                    backend.id, upstream.status, body[:200].decode(errors="replace"))
+                                    backend.id, upstream.status, error_text[:200])
             except UpstreamError as exc:
+                if exchange.hooks.started is not None:
+                    # The client has its first byte: end that stream, never send the request again.
+                    return await self._end_stream(exchange, str(exc), exc)
                 last_error = exc
-                timed_out = isinstance(exc, UpstreamTimeout)
-                self.router.record(backend, Outcome.TIMEOUT if timed_out else Outcome.CONNECT_ERROR)
-                backend.reachable, backend.last_error = False, str(exc)
-                why = "timed out" if timed_out else "unreachable"
+                self._backend_failed(backend, exc)
+                why = "timed out" if isinstance(exc, UpstreamTimeout) else "unreachable"
                 log.warning("%s %s", exchange.request_id, exc)
             except NoBackendAvailable as exc:
                 # Queue full here: another backend may still have room.
@@ -276,6 +316,10 @@ class ProxyHandler:
             decision = fail_over(decision, backend.id, why, power_w=successor.config.characteristics.power_watts)
         raise last_error or NoBackendAvailable("no backend could take the request")
 
+    def _backend_failed(self, backend: Backend, exc: UpstreamError) -> None:
+        self.router.record(backend, Outcome.TIMEOUT if isinstance(exc, UpstreamTimeout) else Outcome.CONNECT_ERROR)
+        backend.reachable, backend.last_error = False, str(exc)
+
     async def _prepare(self, request: web.Request, exchange: Exchange, backend: Backend, streamed_body: bool
                        ) -> tuple[str, Any, Callable[..., Any]] | web.StreamResponse:
         """What to send to this backend (path, body) and how to relay its answer back."""
@@ -289,10 +333,10 @@ class ProxyHandler:
             native = exchange.native
             path, body = native.path, dict(native.body)
 
-            async def relay(request: web.Request, exchange: Exchange, upstream: aiohttp.ClientResponse
+            async def relay(request: web.Request, exchange: Exchange, upstream: UpstreamReply
                             ) -> web.StreamResponse:
                 return await openai_from_native(request, upstream, native.context, exchange.headers_out,
-                                                self._final_hook(exchange), backend.id)
+                                                exchange.hooks, backend.id)
         if exchange.sizing is not None and backend.is_ollama and body is not None:
             body = dict(body)
             decision = await self.context.size(exchange.sizing, backend, path, body, exchange.route.size)
@@ -308,75 +352,106 @@ class ProxyHandler:
         if is_load_only(call.context.kind, exchange.body or {}):
             return json_response(load_only_reply(call.context, time.time()), headers=exchange.headers_out)
 
-        async def relay(request: web.Request, exchange: Exchange, upstream: aiohttp.ClientResponse
+        async def relay(request: web.Request, exchange: Exchange, upstream: UpstreamReply
                         ) -> web.StreamResponse:
             return await native_from_openai(request, upstream, call.context, exchange.headers_out,
-                                            self._final_hook(exchange), backend.id)
+                                            exchange.hooks, backend.id)
 
         return call.path, orjson.dumps(call.body), relay
 
-    async def _relay(self, request: web.Request, exchange: Exchange,
-                     upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    async def _relay(self, request: web.Request, exchange: Exchange, upstream: UpstreamReply) -> web.StreamResponse:
         """Bytes through, untouched; only the last line is looked at, once the stream has ended."""
         headers = forwardable_response_headers(upstream.headers)
         headers.update(exchange.headers_out)
+        if upstream.status >= 400:
+            body = await upstream.read_error_body()
+            if len(body) >= ERROR_BODY_LIMIT:
+                body = orjson.dumps({"error": f"backend answered {upstream.status} with an error longer than "
+                                              f"{ERROR_BODY_LIMIT} bytes: {body[:300].decode(errors='replace')}"})
+            return web.Response(status=upstream.status, body=body, headers=headers)
         length = upstream.content_length
-        # Error bodies are small (and may already have been read to decide on failover).
-        if upstream.status >= 400 or (length is not None and length <= _BUFFER_LIMIT and "chunked" not in
-                                      upstream.headers.get("Transfer-Encoding", "")):
-            body = await upstream.read()
+        # A whole JSON reply (stream: false) is read before a byte is sent, so a backend that breaks
+        # off mid-body fails over or gets a JSON error, never a 200 with half an object.
+        if ((length is not None and length <= _BUFFER_LIMIT and not upstream.is_chunked)
+                or upstream.headers.get("Content-Type", "").startswith("application/json")):
+            body = await upstream.read(WHOLE_REPLY_LIMIT)
             if upstream.status == 200 and exchange.path in INFERENCE_PATHS:
                 final = _json_object(body)
-                headers.update(self._final_hook(exchange)(final))
+                headers.update(exchange.hooks.on_final(final))
             return web.Response(status=upstream.status, body=body, headers=headers)
 
-        response = web.StreamResponse(status=upstream.status, headers=headers)
-        await response.prepare(request)
+        response = await exchange.hooks.start(request, web.StreamResponse(status=upstream.status, headers=headers))
         tail = LastLine()
-        content = upstream.content
-        backend_name = exchange.backend.id if exchange.backend else "?"
-        failure: str | None = None
+        error: UpstreamError | None = None
         while True:
             try:
-                chunk = await content.readany()
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                failure = f"backend {backend_name!r} broke off the stream: {exc or type(exc).__name__}"
+                chunk = await upstream.readany()
+            except UpstreamError as exc:
+                error = exc
                 break
             if not chunk:
                 break
             tail.feed(chunk)
             await response.write(chunk)
-        backend_fault = failure is not None
-        if failure is None and upstream.status == 200:
-            failure, backend_fault = self._judge_ending(exchange, upstream, tail, backend_name)
-        if failure is not None:
-            exchange.failure = failure
-            if backend_fault and exchange.backend is not None:
-                self.router.record(exchange.backend, Outcome.CONNECT_ERROR)
-            log.warning("%s %s", exchange.request_id, failure)
-            await response.write(stream_error_line(failure, _is_sse(upstream)))
+        if error is not None:
+            return await self._end_stream(exchange, str(error), error, tail, upstream.is_sse)
+        if upstream.status == 200:
+            failure, backend_fault = self._judge_ending(exchange, upstream, tail)
+            if failure is not None:
+                return await self._end_stream(exchange, failure, None, tail, upstream.is_sse,
+                                              backend_fault=backend_fault)
         await response.write_eof()
         return response
 
-    def _judge_ending(self, exchange: Exchange, upstream: aiohttp.ClientResponse, tail: LastLine,
-                      backend_name: str) -> tuple[str | None, bool]:
+    async def _end_stream(self, exchange: Exchange, reason: str, error: UpstreamError | None,
+                          tail: LastLine | None = None, sse: bool = False, *,
+                          backend_fault: bool = True) -> web.StreamResponse:
+        """End a stream the client already has the start of with an error object, on a line of its own."""
+        response = exchange.hooks.started
+        assert response is not None, "only a started stream can be ended"
+        exchange.hooks.on_failure(reason, error if backend_fault else None)
+        open_line = tail is not None and not tail.ends_line
+        with contextlib.suppress(ConnectionError):
+            await response.write(stream_error_line(reason, sse, open_line=open_line))
+            await response.write_eof()
+        return response
+
+    def _judge_ending(self, exchange: Exchange, upstream: UpstreamReply, tail: LastLine) -> tuple[str | None, bool]:
         """Did a stream that ended cleanly really finish? Returns (failure, whether the backend is to blame)."""
         last = tail.line()
+        backend_name = exchange.backend.id if exchange.backend else "?"
         if exchange.path in _DONE_TERMINATED and tail.chunks_seen:
             final = _json_object(last) if _DONE in last.replace(b" ", b"") else None
-            self._final_hook(exchange)(final)
-            if final is None and b'"error"' not in last:
+            exchange.hooks.on_final(final)
+            if final is None and b'"error"' not in last and not tail.overflowed:
                 return f"backend {backend_name!r} ended the stream without a final done line", True
-        elif (exchange.path in _SSE_DONE_TERMINATED and _is_sse(upstream)
+        elif (exchange.path in _SSE_DONE_TERMINATED and upstream.is_sse
               and last.strip() != b"data: [DONE]" and b'"error"' not in last):
             # llama.cpp answers an over-long streamed prompt with an empty 200 stream, then resets
             # the connection: say so, and keep that connection out of the pool. An empty stream is
             # the request's fault (too long), not the backend's.
-            forget_connection(upstream)
+            upstream.forget_connection()
             if not tail.chunks_seen:
                 return EMPTY_STREAM, False
             return f"backend {backend_name!r} ended the stream without data: [DONE]", True
         return None, False
+
+    def _hooks(self, exchange: Exchange) -> RelayHooks:
+        return RelayHooks(on_final=self._final_hook(exchange), on_failure=self._failure_hook(exchange))
+
+    def _failure_hook(self, exchange: Exchange) -> Callable[[str, UpstreamError | None], None]:
+        """A stream that broke after its start reached the client: logged as a failure, counted, and
+        held against the backend when the backend broke it."""
+
+        def on_failure(reason: str, error: UpstreamError | None) -> None:
+            exchange.failure = reason
+            self.metrics.count_failure("stream_broken")
+            if error is not None and exchange.backend is not None:
+                self.router.record(exchange.backend,
+                                   Outcome.TIMEOUT if isinstance(error, UpstreamTimeout) else Outcome.CONNECT_ERROR)
+            log.warning("%s stream broken: %s", exchange.request_id, reason)
+
+        return on_failure
 
     def _final_hook(self, exchange: Exchange) -> Callable[[dict[str, Any] | None], dict[str, str]]:
         """Learn from a finished inference: latency, calibration, truncation, residency."""
@@ -404,7 +479,10 @@ class ProxyHandler:
 
         return on_final
 
-    def _error(self, exchange: Exchange, exc: OllamaProxyError) -> web.Response:
+    async def _failed(self, request: web.Request, exchange: Exchange, exc: OllamaProxyError) -> web.StreamResponse:
+        """The error answer: a JSON error in the route's shape, or, once a stream has started, its last line."""
+        if exchange.hooks.started is not None:
+            return await self._end_stream(exchange, str(exc), None, backend_fault=False)
         status = getattr(exc, "status", 500)
         extra: dict[str, Any] = {}
         if isinstance(exc, NoBackendAvailable) and exc.reasons:
@@ -421,7 +499,32 @@ class ProxyHandler:
         queued = f" queued={exchange.queued_ms:.1f}ms" if exchange.queued_ms >= 0.1 else ""
         log.info("%s %s %s model=%s backend=%s status=%d %.1fms%s%s", exchange.request_id, exchange.method,
                  exchange.route.path, exchange.model or "-", backend, exchange.status, elapsed * 1000, queued,
-                 f" error={exchange.failure!r}" if exchange.failure else (f" ({note})" if note else ""))
+                 f" failed: {exchange.failure}" if exchange.failure else (f" ({note})" if note else ""))
+
+
+async def _read_body(request: web.Request, limit: int, idle_timeout_s: float) -> bytes:
+    """The request body, refused past `limit` bytes or after `idle_timeout_s` of silence from the client."""
+    parts: list[bytes] = []
+    size = 0
+    content = request.content
+    while True:
+        try:
+            async with asyncio.timeout(idle_timeout_s):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise BadRequest(f"the request body stopped arriving for {idle_timeout_s:g} s "
+                             "(server.header_timeout_s)", 408) from None
+        if not chunk:
+            return b"".join(parts)
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(limit)
+        parts.append(chunk)
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__)
 
 
 def _routing_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
@@ -452,10 +555,6 @@ def _loaded_a_model(final: dict[str, Any]) -> bool:
     so /api/ps is worth reading again (on a warm model it is not)."""
     load_ns = final.get("load_duration")
     return isinstance(load_ns, int) and load_ns > _LOAD_NOTICEABLE_NS
-
-
-def _is_sse(upstream: aiohttp.ClientResponse) -> bool:
-    return "text/event-stream" in upstream.headers.get("Content-Type", "")
 
 
 def _json_object(payload: bytes) -> dict[str, Any] | None:

@@ -38,8 +38,10 @@ def error_response(path: str, message: str, status: int, *, headers: Mapping[str
     return json_response(error_body(path, message, status, **extra), status=status, headers=out)
 
 
-def stream_error_line(message: str, sse: bool) -> bytes:
-    """The last thing a failed stream says, so it never just stops."""
+def stream_error_line(message: str, sse: bool, *, open_line: bool = False) -> bytes:
+    """The last thing a failed stream says, so it never just stops; on a line of its own even when
+    the stream broke in the middle of one (`open_line`). An SSE error also closes any event left
+    open (extra blank lines are ignored by SSE readers; an NDJSON reader may choke on one)."""
     if sse:
-        return encode_event(openai_error(message, 502)[1])
-    return orjson.dumps({"error": message}) + b"\n"
+        return (b"\n\n" if open_line else b"\n") + encode_event(openai_error(message, 502)[1])
+    return (b"\n" if open_line else b"") + orjson.dumps({"error": message}) + b"\n"

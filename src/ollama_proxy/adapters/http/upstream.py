@@ -2,7 +2,13 @@
 aiohttp's client exceptions.
 
 Everything above this module sees `UpstreamConnectError` / `UpstreamTimeout` from
-`ollama_proxy.errors`, never an aiohttp type.
+`ollama_proxy.errors`, never an aiohttp type: sending, waiting for the answer and reading its body
+all go through the same translation, so a backend that breaks off mid-body is reported like one
+that could not be reached.
+
+URLs are built from the backend's configured origin and an already normalised path
+(`core.ollama_api.normalized_path`), never by joining what a client sent to a base URL: a request
+target such as `//host:port/...` must not be able to name another server.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ from typing import Any
 
 import aiohttp
 import orjson
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from ollama_proxy.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
 
@@ -49,14 +56,109 @@ def forwardable_response_headers(headers: Mapping[str, str]) -> CIMultiDict[str]
     return out
 
 
+# An error body is read to explain or classify the failure, never relayed in bulk: this much of it
+# is kept and the rest is dropped with the connection.
+ERROR_BODY_LIMIT = 32 * 1024
+_URL_CACHE_SIZE = 256
+
+
+class UpstreamReply:
+    """A backend's answer once its status line and headers arrived; every body read is translated.
+
+    The idle timeout (silence between two reads) replaces the first-byte timeout as soon as the
+    headers are in: both run on aiohttp's per-connection read timer, which costs no allocation
+    per chunk beyond what aiohttp does anyway.
+    """
+
+    __slots__ = ("_error_body", "_response", "_upstream", "content_length", "headers", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse, upstream: Upstream) -> None:
+        self._response = response
+        self._upstream = upstream
+        self.status = response.status
+        self.headers: CIMultiDictProxy[str] = response.headers
+        self.content_length = response.content_length
+        self._error_body: bytes | None = None
+
+    @property
+    def is_sse(self) -> bool:
+        return "text/event-stream" in self.headers.get("Content-Type", "")
+
+    @property
+    def is_chunked(self) -> bool:
+        return "chunked" in self.headers.get("Transfer-Encoding", "")
+
+    async def readany(self) -> bytes:
+        """The next piece of the body as it arrived; b"" at its end."""
+        try:
+            return await self._response.content.readany()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self._upstream.translated(exc, reading=True) from exc
+
+    async def read(self, limit: int) -> bytes:
+        """The whole body. A body longer than `limit` is a backend fault (UpstreamError), not a
+        reason to hold unbounded memory."""
+        length = self.content_length
+        if length is not None and length > limit:
+            self._response.close()
+            raise UpstreamError(self._upstream.backend_id, f"reply of {length} bytes exceeds the proxy's "
+                                                           f"{limit}-byte limit for replies it must read whole")
+        body = await self._read_up_to(limit)
+        if len(body) > limit:
+            raise UpstreamError(self._upstream.backend_id, f"reply exceeds the proxy's {limit}-byte limit "
+                                                           "for replies it must read whole")
+        return body
+
+    async def read_error_body(self) -> bytes:
+        """At most ERROR_BODY_LIMIT bytes of an error body; a longer one is cut there. Read once,
+        then remembered: deciding on failover and relaying the error both need it."""
+        if self._error_body is None:
+            self._error_body = (await self._read_up_to(ERROR_BODY_LIMIT))[:ERROR_BODY_LIMIT]
+        return self._error_body
+
+    async def _read_up_to(self, limit: int) -> bytes:
+        """The body, or its first `limit` + some bytes when it is longer (its connection then closed)."""
+        parts: list[bytes] = []
+        size = 0
+        while chunk := await self.readany():
+            parts.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                self._response.close()
+                break
+        return b"".join(parts)
+
+    def forget_connection(self) -> None:
+        """Close the connection behind a stream that ended without finishing, so it is not reused.
+
+        llama.cpp resets the connection behind its empty over-long-prompt stream a moment after the
+        stream ended cleanly; pooled, it fails the next request as "connection reset by peer", which
+        counts against a healthy backend. aiohttp hands a connection back to its pool at end of file,
+        before the reader sees b"", so `close()` no longer reaches it: the transport itself is closed
+        (the pool skips closed ones). Call it right after the read that returned b"", before the next
+        await, while no other request is likely to have picked the connection up.
+        """
+        protocol = getattr(self._response, "_protocol", None)  # aiohttp 3.x keeps it after the release
+        if protocol is not None:
+            protocol.close()
+        self._response.close()
+
+
 class Upstream:
     """A keep-alive connection pool to one backend."""
 
     def __init__(self, backend_id: str, base_url: str, *, connect_timeout_s: float,
+                 first_byte_timeout_s: float | None = None, idle_timeout_s: float | None = None,
                  api_key: str | None = None) -> None:
         self.backend_id = backend_id
         self.base_url = base_url
+        origin = URL(base_url)
+        self._origin = origin.with_path("/").with_query(None).with_fragment(None)
+        self._prefix = origin.path.rstrip("/")  # a backend served under a path, e.g. behind a gateway
+        self._urls: dict[str, URL] = {}
         self._connect_timeout_s = connect_timeout_s
+        self._first_byte_timeout_s = first_byte_timeout_s
+        self._idle_timeout_s = idle_timeout_s
         self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._session: aiohttp.ClientSession | None = None
 
@@ -64,11 +166,12 @@ class Upstream:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, enable_cleanup_closed=False,
                                          ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
-            base_url=self.base_url,
             connector=connector,
-            # Generation can run for minutes and model loads stall up to OLLAMA_LOAD_TIMEOUT:
-            # only the connect is bounded; the client decides how long it waits.
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout_s),
+            # Generation can run for minutes, so there is no overall bound; each phase has its own:
+            # connecting, then the response headers (a model load comes first), then the silence
+            # between two pieces of the body once it flows.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout_s,
+                                          sock_read=self._first_byte_timeout_s),
             auto_decompress=False,
             # Forward exactly what the client sent; do not add our own Accept-Encoding or UA.
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
@@ -86,31 +189,49 @@ class Upstream:
             raise RuntimeError(f"upstream {self.backend_id!r} used before start()")
         return self._session
 
+    def url(self, path: str) -> URL:
+        """The backend's origin with `path`, which must be origin-form (one leading slash)."""
+        url = self._urls.get(path)
+        if url is None:
+            if not path.startswith("/") or path.startswith("//"):
+                raise ValueError(f"not an origin-form path: {path!r}")
+            url = self._origin.with_path(self._prefix + path)
+            if len(self._urls) >= _URL_CACHE_SIZE:
+                self._urls.clear()
+            self._urls[path] = url
+        return url
+
     @asynccontextmanager
     async def open(self, method: str, path: str, *, query: Any = None, headers: Mapping[str, str] | None = None,
-                   data: Any = None) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Send a request and yield the response once its status line and headers arrived.
+                   data: Any = None) -> AsyncIterator[UpstreamReply]:
+        """Send a request and yield the reply once its status line and headers arrived.
 
-        Only sending is translated into `UpstreamError`s: what goes wrong while the caller reads
-        the body or writes to its own client is the caller's to judge (a client that went away is
-        not the backend's fault).
+        Errors while sending, waiting and reading the body are `UpstreamError`s; what goes wrong
+        while the caller writes to its own client is the caller's to judge (a client that went
+        away is not the backend's fault).
         """
         if self._auth:
             headers = {**(headers or {}), **self._auth}
+        url = self.url(path)
         # A pooled keep-alive connection the backend closed while idle fails before any answer;
         # a request whose body is in memory is safe to send once more on a fresh connection.
         attempts = 2 if data is None or isinstance(data, bytes) else 1
         for attempt in range(attempts):
             try:
-                with self.translate_errors():
-                    response = await self.session.request(method, path, params=query, headers=headers, data=data,
-                                                          allow_redirects=False)
+                response = await self.session.request(method, url, params=query, headers=headers, data=data,
+                                                      allow_redirects=False)
                 break
-            except UpstreamConnectError as exc:
-                if attempt + 1 == attempts or not isinstance(exc.__cause__, aiohttp.ServerDisconnectedError):
-                    raise
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                if attempt + 1 < attempts and isinstance(exc, aiohttp.ServerDisconnectedError):
+                    continue
+                raise self.translated(exc, reading=False) from exc
+        if self._idle_timeout_s != self._first_byte_timeout_s and response.connection is not None:
+            protocol = response.connection.protocol
+            if protocol is not None:
+                protocol.read_timeout = self._idle_timeout_s
+                protocol.start_timeout()  # the headers' arrival already armed the first-byte timer
         try:
-            yield response
+            yield UpstreamReply(response, self)
         finally:
             response.release()
 
@@ -119,7 +240,7 @@ class Upstream:
         """A small control-plane call (health, tags, ps, show) with its own overall timeout."""
         with self.translate_errors():
             async with self.session.request(
-                method, path, data=None if body is None else orjson.dumps(body),
+                method, self.url(path), data=None if body is None else orjson.dumps(body),
                 headers={"Content-Type": "application/json", **self._auth} if body is not None else self._auth,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
             ) as response:
@@ -136,11 +257,33 @@ class Upstream:
     def translate_errors(self) -> Iterator[None]:
         try:
             yield
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout(self.backend_id, f"no answer from {self.base_url} in time") from exc
-        except aiohttp.ClientConnectionError as exc:
-            raise UpstreamConnectError(self.backend_id, f"cannot reach {self.base_url} ({exc})") from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise UpstreamConnectError(self.backend_id, f"connection broke mid-response ({exc})") from exc
-        except aiohttp.ClientResponseError as exc:
-            raise UpstreamError(self.backend_id, f"invalid response ({exc.message})") from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.translated(exc, reading=False) from exc
+
+    def translated(self, exc: BaseException, *, reading: bool) -> UpstreamError:
+        """The proxy's error for an aiohttp client failure or timeout.
+
+        `reading` says whether the headers had arrived: then a timeout is silence mid-body and a
+        broken connection is a reply cut short, not a server out of reach.
+        """
+        where = self.base_url
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return UpstreamTimeout(self.backend_id, f"no connection to {where} within "
+                                                    f"router.connect_timeout_s={self._connect_timeout_s:g} s")
+        if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+            if reading:
+                return UpstreamTimeout(self.backend_id, f"silent for router.idle_timeout_s="
+                                                        f"{self._idle_timeout_s:g} s in the middle of its reply")
+            return UpstreamTimeout(self.backend_id, f"no response headers from {where} within "
+                                                    f"router.first_byte_timeout_s={self._first_byte_timeout_s:g} s")
+        if isinstance(exc, aiohttp.ClientPayloadError) or (reading and isinstance(exc, aiohttp.ClientConnectionError)):
+            return UpstreamConnectError(self.backend_id, f"reply broke off mid-body ({exc or type(exc).__name__})")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return UpstreamConnectError(self.backend_id, f"cannot reach {where} ({exc})")
+        if isinstance(exc, aiohttp.ServerDisconnectedError):
+            return UpstreamConnectError(self.backend_id, f"{where} closed the connection before answering")
+        if isinstance(exc, aiohttp.ClientConnectionError):
+            return UpstreamConnectError(self.backend_id, f"connection to {where} failed ({exc})")
+        if isinstance(exc, aiohttp.ClientResponseError):
+            return UpstreamError(self.backend_id, f"invalid response ({exc.message})")
+        return UpstreamError(self.backend_id, f"{type(exc).__name__}: {exc}")
