@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from ollama_proxy.adapters.backends import BackendPool
 from ollama_proxy.adapters.context import ContextService
-from ollama_proxy.adapters.http.server import build_http_app
+from ollama_proxy.adapters.http.edge import EdgeSite
+from ollama_proxy.adapters.http.server import EDGE_KEY, PROXY_KEY, build_http_app
 from ollama_proxy.adapters.routing import Router
 from ollama_proxy.adapters.sysfs.monitor import SystemMonitor
 from ollama_proxy.config.schema import Config
+from ollama_proxy.errors import ListenError
 
 log = logging.getLogger("ollama_proxy")
 
@@ -43,13 +46,43 @@ def build_app(config: Config) -> web.Application:
 
 
 async def start(config: Config, *, host: str | None = None, port: int | None = None) -> web.AppRunner:
-    """Start serving and return the runner (its `addresses` tell the bound port; port 0 picks one)."""
-    runner = web.AppRunner(build_app(config), access_log=None, handler_cancellation=True)
+    """Start serving and return the runner (its `addresses` tell the bound port; port 0 picks one).
+
+    Raises ListenError, with everything already started closed again, when the address is taken.
+    """
+    app = build_app(config)
+    # The grace period is waited out in `drain`; what aiohttp still finds running after it is cut.
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5,
+                           keepalive_timeout=config.server.keepalive_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, host or config.server.host,
-                       config.server.http_port if port is None else port, reuse_address=True)
-    await site.start()
+    host = host or config.server.host
+    port = config.server.http_port if port is None else port
+    try:
+        await EdgeSite(runner, host, port, limits=app[EDGE_KEY]).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     return runner
+
+
+async def drain(runner: web.AppRunner, grace_s: float) -> None:
+    """Stop accepting, let requests and streams in flight finish for up to `grace_s`, then close."""
+    proxy = runner.app[PROXY_KEY]
+    for site in list(runner.sites):
+        await site.stop()
+    if runner.server is not None:
+        runner.server.pre_shutdown()  # idle keep-alive connections close now, busy ones after their reply
+    at_start = proxy.in_flight
+    if at_start:
+        log.info("shutting down: waiting up to %g s (server.shutdown_grace_s) for %d request(s) in flight",
+                 grace_s, at_start)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_s
+    while proxy.in_flight and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    cut = proxy.in_flight
+    await runner.cleanup()
+    log.info("shut down: %d request(s) drained, %d cut", at_start - min(cut, at_start), cut)
 
 
 def bound_port(runner: web.AppRunner) -> int:
@@ -69,10 +102,21 @@ def install_fast_loop() -> None:
 
 
 async def serve_forever(config: Config) -> None:
+    """Serve until SIGTERM or SIGINT (what `docker stop` and systemd send), then drain."""
     runner = await start(config)
     log.info("ollama-proxy listening on http://%s:%d with backends: %s", config.server.host, bound_port(runner),
              ", ".join(f"{b.id}={b.endpoint}" for b in config.backends))
+    await wait_for_stop_signal()
+    await drain(runner, config.server.shutdown_grace_s)
+
+
+async def wait_for_stop_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
-        await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

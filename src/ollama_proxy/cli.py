@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from ollama_proxy import __version__
 from ollama_proxy.app import configure_logging, install_fast_loop, serve_forever
 from ollama_proxy.config.load import load_config
-from ollama_proxy.errors import ConfigError
+from ollama_proxy.errors import ConfigError, ListenError
 from ollama_proxy.sim.cli import add_arguments as add_sim_arguments
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -79,16 +79,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ValueError as exc:
                 print(f"ollama-proxy simulate: {exc}", file=sys.stderr)
                 return 2
-            run_sim(sim_config, args.host, args.port)
+            try:
+                run_sim(sim_config, args.host, args.port)
+            except OSError as exc:
+                print(f"ollama-proxy simulate: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+                      file=sys.stderr)
+                return 1
             return 0
         if command == "demo":
             from ollama_proxy.demo import run_demo
 
             configure_logging(args.log_level)
             install_fast_loop()
-            with contextlib.suppress(KeyboardInterrupt):
-                asyncio.run(run_demo(proxy_port=args.proxy_port, time_scale=args.time_scale))
-            return 0
+            return _run(run_demo(proxy_port=args.proxy_port, time_scale=args.time_scale))
         config = load_config(args.config, overrides={
             "host": args.host, "proxy_port": args.proxy_port, "ollama_host": args.ollama_host,
             "ollama_port": args.ollama_port, "log_level": args.log_level})
@@ -97,6 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(config.log_level)
     install_fast_loop()
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(config))
+    return _run(serve_forever(config))
+
+
+def _run(main: Coroutine[Any, Any, None]) -> int:
+    """Run the proxy to its end: 0 after a signal stopped it, 1 with one line when it cannot listen."""
+    try:
+        asyncio.run(main)
+    except ListenError as exc:
+        print(f"ollama-proxy: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -3,11 +3,10 @@ so a newcomer can try routing and context sizing on a machine with no Ollama."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Any
 
-from ollama_proxy.app import bound_port, start
+from ollama_proxy.app import bound_port, drain, start, wait_for_stop_signal
 from ollama_proxy.config.load import validate
 from ollama_proxy.sim import SimConfig, SimServer
 
@@ -51,6 +50,6 @@ async def run_demo(*, proxy_port: int, time_scale: float) -> None:
             backends.append({k: v for k, v in spec.items() if k != "models"} | {"endpoint": sim.url})
         config = validate({"backends": backends, "server": {"http_port": proxy_port}})
         runner = await start(config)
-        stack.push_async_callback(runner.cleanup)
         print(demo_help(f"http://127.0.0.1:{bound_port(runner)}"), flush=True)
-        await asyncio.Event().wait()
+        await wait_for_stop_signal()
+        await drain(runner, config.server.shutdown_grace_s)

@@ -2,6 +2,7 @@
 
     OllamaProxyError
     ├── ConfigError(ValueError)          bad file, flag or environment value: exit status 2
+    ├── ListenError                      the listen address is taken or not ours: exit status 1
     ├── BadRequest(ValueError)           the client sent something we refuse: 4xx
     │   └── PayloadTooLarge              body over server.max_body_bytes: 413
     ├── NoBackendAvailable               nothing can serve the request: 503 (or 400/404)
@@ -21,6 +22,10 @@ class OllamaProxyError(Exception):
 
 class ConfigError(OllamaProxyError, ValueError):
     """A configuration value is wrong; the message names the field, the value and what is allowed."""
+
+
+class ListenError(OllamaProxyError):
+    """The proxy (or a simulator) cannot bind its address; the message names it."""
 
 
 class BadRequest(OllamaProxyError, ValueError):

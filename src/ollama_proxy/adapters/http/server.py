@@ -16,6 +16,7 @@ from aiohttp import web
 from ollama_proxy import __version__
 from ollama_proxy.adapters.backends import BackendPool
 from ollama_proxy.adapters.context import ContextService
+from ollama_proxy.adapters.http.edge import EdgeLimits
 from ollama_proxy.adapters.http.metrics import Metrics
 from ollama_proxy.adapters.http.proxy import ProxyHandler
 from ollama_proxy.adapters.http.replies import error_response, json_response
@@ -25,7 +26,9 @@ from ollama_proxy.core.modes import EfficiencyMode
 from ollama_proxy.core.thermal import thermal_report
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_PUBLIC_PATHS = frozenset({"/health", "/", "/metrics"})
+# The proxy's in-flight count, which a shutdown waits on.
+PROXY_KEY = web.AppKey("proxy", ProxyHandler)
+EDGE_KEY = web.AppKey("edge", EdgeLimits)
 _CORS_HEADERS = "Authorization, Content-Type, User-Agent, Accept, X-Requested-With, OpenAI-Beta, X-Request-ID, " \
                 "X-Target-Backend, X-Priority, X-Latency-Critical, X-Power-Efficient, X-Max-Latency-Ms, " \
                 "X-Max-Power-Watts, X-Media-Type, X-API-Key, x-stainless-*"
@@ -86,21 +89,27 @@ def build_http_app(config: Config, pool: BackendPool, router: Router, context: C
     metrics = Metrics(pool, router, context)
     proxy = ProxyHandler(config, pool, router, context, metrics)
     admin = AdminEndpoints(config, pool, router, context)
+    edge = EdgeLimits(max_connections=config.server.max_connections,
+                      header_timeout_s=config.server.header_timeout_s)
     # Authentication and CORS wrap each route's handler rather than being aiohttp middlewares:
     # aiohttp builds the middleware chain on every request, which cost more than the checks.
     guards: list[Callable[[Handler], Handler]] = []
-    cors = _Cors(config.server.cors_origins) if config.server.cors_origins else None
-    if cors is not None:
-        guards.append(cors.guard)
     if config.server.api_keys:
         guards.append(_require_api_key(config.server.api_keys))
+    cors = _Cors(config.server.cors_origins) if config.server.cors_origins else None
+    if cors is not None:
+        # Outside authentication: a browser sends its preflight without credentials.
+        guards.append(cors.guard)
+    guards.append(edge.guard)
 
     def guarded(handler: Handler) -> Handler:
-        for guard in guards:  # the last one runs first: authentication before CORS, as before
+        for guard in guards:  # the last one runs first
             handler = guard(handler)
         return handler
 
     app = web.Application(client_max_size=config.server.max_body_bytes)
+    app[PROXY_KEY] = proxy
+    app[EDGE_KEY] = edge
     if cors is not None:
         app.on_response_prepare.append(cors.on_prepare)
     app.router.add_get("/health", guarded(admin.health))
@@ -119,11 +128,17 @@ def _require_api_key(keys: tuple[str, ...]) -> Callable[[Handler], Handler]:
     def guard(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def checked(request: web.Request) -> web.StreamResponse:
-            if request.path in _PUBLIC_PATHS or request.method == "OPTIONS":
+            # Only /health is open: a load balancer's or container's health check carries no key.
+            if request.path == "/health":
                 return await handler(request)
             given = request.headers.get("X-API-Key") or request.headers.get("Authorization", "").removeprefix(
                 "Bearer ").strip()
-            if not any(hmac.compare_digest(given.encode(), key) for key in encoded):
+            try:
+                # Header bytes that are not UTF-8 reach us as surrogate escapes: compare the bytes sent.
+                given_bytes = given.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                given_bytes = b""
+            if not any(hmac.compare_digest(given_bytes, key) for key in encoded):
                 return error_response(request.path, "missing or invalid API key (send Authorization: Bearer "
                                       "<key> or X-API-Key)", 401)
             return await handler(request)
