@@ -52,8 +52,7 @@ async def start(config: Config, *, host: str | None = None, port: int | None = N
     """
     app = build_app(config)
     # The grace period is waited out in `drain`; what aiohttp still finds running after it is cut.
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5,
-                           keepalive_timeout=config.server.keepalive_timeout_s)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
     await runner.setup()
     host = host or config.server.host
     port = config.server.http_port if port is None else port

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ollama_proxy.core.ollama_api import SizeMode, canonical_model, split_context_route
+from ollama_proxy.core.ollama_api import SizeMode, canonical_model, is_api_path, normalized_path, split_context_route
 
 SIZES = (2048, 4096, 8192)
 
@@ -36,3 +36,39 @@ def test_default_route_applies_to_bare_paths() -> None:
 ])
 def test_canonical_model(name: str, canonical: str) -> None:
     assert canonical_model(name) == canonical
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    ("/api/chat", "/api/chat"),
+    ("/", "/"),
+    ("//127.0.0.1:9999/api/tags", "/127.0.0.1:9999/api/tags"),
+    ("///evil.example/api/tags", "/evil.example/api/tags"),
+    ("//api/tags", "/api/tags"),
+    ("/api//tags", "/api/tags"),
+    ("/api/./tags", "/api/tags"),
+    ("/api/../v1/models", "/v1/models"),
+    ("/a/../../../etc/passwd", "/etc/passwd"),
+    ("/..", "/"),
+    ("/v1/models/", "/v1/models/"),
+    ("/@127.0.0.1:9999/api/tags", "/@127.0.0.1:9999/api/tags"),
+    ("/proxy-context/auto//127.0.0.1:1/api/generate", "/proxy-context/auto/127.0.0.1:1/api/generate"),
+])
+def test_normalized_path_is_origin_form(path: str, expected: str) -> None:
+    normal = normalized_path(path)
+    assert normal == expected
+    assert normal.startswith("/") and not normal.startswith("//")
+
+
+@pytest.mark.parametrize("path", ["/api\\tags", "\\\\host\\api", "/api/tags\x00", "/api/\r\nHost: x"])
+def test_normalized_path_refuses_separators_no_ollama_path_has(path: str) -> None:
+    with pytest.raises(ValueError, match="invalid request path"):
+        normalized_path(path)
+
+
+@pytest.mark.parametrize(("path", "forwarded"), [
+    ("/", True), ("/api/tags", True), ("/api", True), ("/v1/chat/completions", True), ("/v1", True),
+    ("/sim/stats", False), ("/apix", False), ("/v10/x", False), ("/127.0.0.1:9999/api/tags", False),
+    ("/metrics2", False), ("/.env", False),
+])
+def test_only_ollamas_path_space_is_forwarded(path: str, forwarded: bool) -> None:
+    assert is_api_path(path) is forwarded

@@ -17,6 +17,19 @@ CLOSED, OPEN, HALF = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_O
     pytest.param(503, '{"error":"Server busy, please try again.  maximum pending requests exceeded"}',
                  Outcome.BUSY, id="ollama-busy-is-backpressure"),
     pytest.param(503, "upstream unavailable", Outcome.SERVER_ERROR, id="other-503-counts"),
+    pytest.param(500, '{"error":"option \\"stop\\" must be of type array"}', Outcome.REQUEST_FAULT,
+                 id="wrong-option-type"),
+    pytest.param(500, '{"error":"option \\"num_ctx\\" must be of type integer"}', Outcome.REQUEST_FAULT,
+                 id="wrong-num-ctx-type"),
+    pytest.param(500, '{"error":"invalid format: \\"yaml\\"; expected \\"json\\" or a valid JSON Schema object"}',
+                 Outcome.REQUEST_FAULT, id="invalid-format"),
+    pytest.param(500, '{"error":"template: :1:12: executing \\"\\" at <.Foo>: can\'t evaluate field Foo"}',
+                 Outcome.REQUEST_FAULT, id="broken-template"),
+    pytest.param(500, '{"error":"error loading model template: no such file"}', Outcome.SERVER_ERROR,
+                 id="load-failure-is-the-backend"),
+    pytest.param(500, '{"error":"llama runner process has terminated: signal: killed"}', Outcome.SERVER_ERROR,
+                 id="runner-crash"),
+    pytest.param(502, 'option "stop" must be of type array', Outcome.SERVER_ERROR, id="only-a-500-is-a-request-fault"),
 ])
 def test_classify_status(status: int, body: str, expected: Outcome) -> None:
     assert classify_status(status, body) is expected
@@ -105,3 +118,11 @@ def test_dispatch_while_closed_is_not_a_probe() -> None:
 def test_bad_settings_are_refused(failures: int, reset_s: float) -> None:
     with pytest.raises(ValueError, match="failures must be"):
         CircuitBreaker(failures, reset_s)
+
+
+def test_a_request_fault_does_not_open_the_breaker_and_proves_the_server_alive() -> None:
+    breaker = CircuitBreaker(failures=3, reset_s=10)
+    for _ in range(10):
+        assert breaker.record(Outcome.REQUEST_FAULT, 0.0) is CLOSED
+    opened = _opened()
+    assert opened.record(Outcome.REQUEST_FAULT, 11.0) is CLOSED  # a half-open probe answered

@@ -80,8 +80,7 @@ async def openai_from_native(request: web.Request, upstream: UpstreamReply, cont
             status, error = error_from_native(upstream.status, payload)
             return json_response(error, status=status, headers=headers)
         if not isinstance(payload, dict):
-            status, error = error_from_native(502, {"error": f"backend {backend_id!r} sent no JSON"})
-            return json_response(error, status=status, headers=headers)
+            raise UpstreamError(backend_id, "sent a reply that is not a JSON object")
         headers = {**headers, **hooks.on_final(payload)}
         return json_response(reply_from_native(payload, context, completion_id=completion_id, created=created),
                              headers=headers)

@@ -1,11 +1,15 @@
-"""Connection limits at the listening socket: a cap on open client connections and a deadline for a
-new connection's first request headers.
+"""The listening socket's side of the edge: a cap on open client connections, a deadline for a
+new connection's first request headers, and JSON errors for what aiohttp refuses itself.
 
 aiohttp closes a connection that stays idle `keepalive_timeout` after its last response, and a new
 one that sends no complete request in that time; a slow sender (slowloris) would still hold a
 connection for the whole keep-alive time. Here a new connection that has not started a request
 within `header_timeout_s` is closed, and past `max_connections` a new connection is answered 503 at
 once and closed, so descriptors and memory stay bounded whatever clients do.
+
+A request aiohttp's parser refuses (a request target that is not origin-form, bad header bytes, an
+oversized header) never reaches a route: `_JsonErrorHandler` answers it in the proxy's JSON error
+shape with one log line instead of aiohttp's text/plain reply and traceback.
 """
 
 from __future__ import annotations
@@ -13,10 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from ollama_proxy.adapters.http.replies import error_response
 
 log = logging.getLogger("ollama_proxy.edge")
 
@@ -24,9 +32,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class EdgeLimits:
-    def __init__(self, *, max_connections: int, header_timeout_s: float) -> None:
+    def __init__(self, *, max_connections: int, header_timeout_s: float, keepalive_timeout_s: float,
+                 on_internal_error: Callable[[], None] = lambda: None) -> None:
         self.max_connections = max_connections
         self.header_timeout_s = header_timeout_s
+        self.keepalive_timeout_s = keepalive_timeout_s
+        self.on_internal_error = on_internal_error
         self.refused = 0
         self.timed_out = 0
         # Connections that have not started their first request yet; left when one starts or the
@@ -53,7 +64,8 @@ class EdgeLimits:
                     log.warning("refusing a connection: %d open (server.max_connections); %d refused so far",
                                 self.max_connections, self.refused)
                 return _Refusal()
-            handler = server()
+            handler = _JsonErrorHandler(server, loop=loop, keepalive_timeout=self.keepalive_timeout_s,
+                                        access_log=None, on_internal_error=self.on_internal_error)
             self._pending.add(handler)
             loop.call_later(self.header_timeout_s, self._deadline, handler)
             return handler
@@ -66,6 +78,33 @@ class EdgeLimits:
             if handler.transport is not None:
                 self.timed_out += 1
                 handler.force_close()
+
+
+class _JsonErrorHandler(RequestHandler):
+    """aiohttp's connection handler, answering what it refuses itself in the proxy's JSON shape."""
+
+    __slots__ = ("_on_internal_error",)
+
+    def __init__(self, manager: web.Server, *, on_internal_error: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._on_internal_error = on_internal_error
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if status >= 500:
+            self._on_internal_error()
+            log.error("unexpected error outside the request handlers (%s %s)", request.method, request.path,
+                      exc_info=exc)
+            text = "internal error in the proxy"
+        else:
+            text = f"malformed HTTP request: {(message or str(exc) or 'refused').strip().splitlines()[0]}"
+            log.warning("refused a malformed request from %s: %s", request.remote, text)
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response has started: no error answer can follow it")
+        path = request.path if request.path.startswith("/") else "/"
+        response = error_response(path, text, status)
+        response.force_close()
+        return response
 
 
 class EdgeSite(web.TCPSite):

@@ -377,6 +377,10 @@ class ProxyHandler:
             body = await upstream.read(WHOLE_REPLY_LIMIT)
             if upstream.status == 200 and exchange.path in INFERENCE_PATHS:
                 final = _json_object(body)
+                if final is None:
+                    # Nothing has reached the client: a garbled answer fails over like a broken one.
+                    raise UpstreamError(exchange.backend.id if exchange.backend else "?",
+                                        f"sent a reply that is not a JSON object: {body[:80]!r}")
                 headers.update(exchange.hooks.on_final(final))
             return web.Response(status=upstream.status, body=body, headers=headers)
 

@@ -90,7 +90,9 @@ def build_http_app(config: Config, pool: BackendPool, router: Router, context: C
     proxy = ProxyHandler(config, pool, router, context, metrics)
     admin = AdminEndpoints(config, pool, router, context)
     edge = EdgeLimits(max_connections=config.server.max_connections,
-                      header_timeout_s=config.server.header_timeout_s)
+                      header_timeout_s=config.server.header_timeout_s,
+                      keepalive_timeout_s=config.server.keepalive_timeout_s,
+                      on_internal_error=lambda: metrics.count_failure("internal_error"))
     # Authentication and CORS wrap each route's handler rather than being aiohttp middlewares:
     # aiohttp builds the middleware chain on every request, which cost more than the checks.
     guards: list[Callable[[Handler], Handler]] = []
