@@ -120,7 +120,8 @@ def build_http_app(config: Config, pool: BackendPool, router: Router, context: C
     app.router.add_post("/efficiency", guarded(admin.set_efficiency))
     app.router.add_get("/thermal", guarded(admin.thermal))
     app.router.add_get("/metrics", guarded(metrics.handle))
-    app.router.add_route("*", "/{tail:.*}", guarded(proxy.handle))
+    # [\s\S]: a decoded path may hold a newline (%0A), which ".*" would leave to aiohttp's text 404.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", guarded(proxy.handle))
     return app
 
 
