@@ -34,9 +34,9 @@ from pathlib import Path
 import aiohttp
 from proxy_overhead import free_port, percentile, sequential, wait_ready
 
-from ollama_proxy.adapters.admission_gate import AdmissionGate
 from ollama_proxy.config.schema import QueueConfig
 from ollama_proxy.core.admission import Priority
+from ollama_proxy.service.admission import AdmissionGate
 
 BODY = json.dumps({"model": "llama3.2", "prompt": "Hi", "stream": False, "options": {"num_predict": 8}}).encode()
 

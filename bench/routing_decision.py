@@ -25,13 +25,13 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-from ollama_proxy.adapters.backends import BackendPool
-from ollama_proxy.adapters.routing import Router
 from ollama_proxy.config.load import validate
 from ollama_proxy.core.admission import Priority
 from ollama_proxy.core.modes import EfficiencyMode
 from ollama_proxy.core.routing.select import select
 from ollama_proxy.core.routing.state import RouteRequest
+from ollama_proxy.service.pool import BackendPool
+from ollama_proxy.service.router import Router
 
 # hardware -> (power_watts, avg_latency_ms)
 LAPTOP = {"npu": (3, 800), "igpu": (12, 400), "nvidia": (55, 120), "cpu": (28, 1500)}

@@ -13,14 +13,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ollama_proxy.adapters.backends import BackendPool
-from ollama_proxy.adapters.context import ContextService
 from ollama_proxy.adapters.http.edge import EdgeSite
 from ollama_proxy.adapters.http.server import EDGE_KEY, PROXY_KEY, build_http_app
-from ollama_proxy.adapters.routing import Router
 from ollama_proxy.adapters.sysfs.monitor import SystemMonitor
 from ollama_proxy.config.schema import Config
 from ollama_proxy.errors import ListenError
+from ollama_proxy.service.context import ContextService
+from ollama_proxy.service.pool import BackendPool
+from ollama_proxy.service.router import Router
 
 log = logging.getLogger("ollama_proxy")
 

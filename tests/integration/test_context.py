@@ -27,10 +27,10 @@ import ollama
 import pytest
 
 import ollama_proxy.app
-from ollama_proxy.adapters.context import ContextService
 from ollama_proxy.config.schema import ContextConfig
 from ollama_proxy.core.context import build_tokenizer
 from ollama_proxy.core.ollama_api import canonical_model
+from ollama_proxy.service.context import ContextService
 from ollama_proxy.sim import ModelSpec, SimServer
 
 SIZES = ContextConfig().sizes

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from ollama_proxy.adapters.admission_gate import AdmissionGate
 from ollama_proxy.config.schema import QueueConfig
 from ollama_proxy.core.admission import AdmissionQueue, Priority
 from ollama_proxy.errors import NoBackendAvailable
+from ollama_proxy.service.admission import AdmissionGate
 
 
 def _gate(max_concurrent: int = 1, clock: list[float] | None = None, **queue: object) -> AdmissionGate:

@@ -10,7 +10,7 @@ import pytest
 from fake_sysfs import make_script
 
 from ollama_proxy.adapters.sysfs.nvidia import parse_nvidia_csv, read_nvidia
-from ollama_proxy.core.telemetry import GpuReading
+from ollama_proxy.core.system.telemetry import GpuReading
 
 # The query the issue specifies, spelled out so that a change to the reader's arguments shows here.
 QUERY = ("--query-gpu=index,name,temperature.gpu,power.draw,fan.speed,utilization.gpu,"

@@ -7,7 +7,7 @@ from pathlib import Path
 from fake_sysfs import FakeSysfs
 
 from ollama_proxy.adapters.sysfs import read_hwmon, read_power, read_thermal_zones
-from ollama_proxy.core.telemetry import (
+from ollama_proxy.core.system.telemetry import (
     BatteryStatus,
     FanReading,
     HwmonSensor,

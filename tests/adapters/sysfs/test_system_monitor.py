@@ -10,10 +10,10 @@ from fake_sysfs import FakeSysfs, make_script
 
 from ollama_proxy.adapters.sysfs import ModeChange, SystemMonitor, take_snapshot
 from ollama_proxy.config.schema import BackendConfig, SystemConfig
-from ollama_proxy.core.efficiency import effective_mode
 from ollama_proxy.core.modes import EfficiencyMode as M
-from ollama_proxy.core.telemetry import SystemSnapshot
-from ollama_proxy.core.thermal import thermal_report
+from ollama_proxy.core.system.efficiency import effective_mode
+from ollama_proxy.core.system.telemetry import SystemSnapshot
+from ollama_proxy.core.system.thermal import thermal_report
 
 
 class FakeClock:

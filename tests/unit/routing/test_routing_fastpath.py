@@ -31,7 +31,7 @@ from ollama_proxy.core.routing.state import (
     ThermalState,
 )
 from ollama_proxy.core.routing.weights import FACTORS, Weights, weights_for
-from ollama_proxy.core.thermal import PENALTY
+from ollama_proxy.core.system.thermal import PENALTY
 from ollama_proxy.errors import NoBackendAvailable
 
 _QUIET = {"npu": 1.0, "igpu": 0.9, "other": 0.6, "cpu": 0.3, "nvidia": 0.1}

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ollama_proxy.adapters.backends import BackendPool
 from ollama_proxy.config.load import validate
 from ollama_proxy.core.admission import Priority
 from ollama_proxy.core.routing.fleet import Load, LoadBoard
+from ollama_proxy.service.pool import BackendPool
 
 
 def _pool(n: int = 3) -> BackendPool:

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from ollama_proxy.adapters.backends import Backend, BackendPool
-from ollama_proxy.adapters.routing import Router
 from ollama_proxy.config.load import validate
 from ollama_proxy.core.admission import Priority
 from ollama_proxy.core.routing.breaker import Outcome
 from ollama_proxy.core.routing.state import RouteRequest, ThermalLevel, ThermalState
+from ollama_proxy.service.pool import Backend, BackendPool
+from ollama_proxy.service.router import Router
 
 MODEL = "llama3:latest"
 

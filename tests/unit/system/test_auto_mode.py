@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ollama_proxy.config.schema import SystemConfig
-from ollama_proxy.core.efficiency import AutoState, effective_mode, resolve_auto_mode
 from ollama_proxy.core.modes import EfficiencyMode as M
-from ollama_proxy.core.telemetry import (
+from ollama_proxy.core.system.efficiency import AutoState, effective_mode, resolve_auto_mode
+from ollama_proxy.core.system.telemetry import (
     BatteryStatus,
     FanReading,
     GpuReading,

@@ -8,7 +8,7 @@ import pytest
 
 from ollama_proxy.config.schema import BackendConfig, Hardware, SystemConfig
 from ollama_proxy.core.routing.state import ThermalLevel as L
-from ollama_proxy.core.telemetry import (
+from ollama_proxy.core.system.telemetry import (
     FanReading,
     GpuReading,
     HwmonSensor,
@@ -17,7 +17,7 @@ from ollama_proxy.core.telemetry import (
     TripKind,
     TripPoint,
 )
-from ollama_proxy.core.thermal import backend_thermal, detect_throttling, reached_trip, thermal_report
+from ollama_proxy.core.system.thermal import backend_thermal, detect_throttling, reached_trip, thermal_report
 
 CFG = SystemConfig(hot_celsius=80, cool_celsius=70)
 ACPI_TRIPS = (TripPoint(TripKind.ACTIVE, 60), TripPoint(TripKind.PASSIVE, 90),

@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from ollama_proxy.adapters.http.replies import json_response
-from ollama_proxy.adapters.http.upstream import UpstreamReply
+from ollama_proxy.adapters.upstream.aiohttp_client import UpstreamReply
 from ollama_proxy.core.openai.errors import BackendReplyError
 from ollama_proxy.core.openai.requests import ReplyContext
 from ollama_proxy.core.openai.responses import error_from_native, new_completion_id, reply_from_native

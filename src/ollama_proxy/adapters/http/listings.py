@@ -14,11 +14,11 @@ from typing import Any
 
 from aiohttp import web
 
-from ollama_proxy.adapters.backends import Backend, BackendPool
 from ollama_proxy.adapters.http.replies import error_response, json_response
 from ollama_proxy.core.ollama_api import canonical_model
 from ollama_proxy.core.openai.responses import find_model, models_list
 from ollama_proxy.core.openai.reverse_responses import tags_from_models
+from ollama_proxy.service.pool import Backend, BackendPool
 
 log = logging.getLogger("ollama_proxy.listings")
 

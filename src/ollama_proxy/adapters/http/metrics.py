@@ -17,9 +17,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
-from ollama_proxy.adapters.backends import BackendPool
-from ollama_proxy.adapters.context import ContextService
-from ollama_proxy.adapters.routing import Router
+from ollama_proxy.service.context import ContextService
+from ollama_proxy.service.pool import BackendPool
+from ollama_proxy.service.router import Router
 
 _PRIORITIES = ("best-effort", "normal", "high", "critical")
 # Proxy overhead is sub-millisecond, generation can take minutes: buckets span both.

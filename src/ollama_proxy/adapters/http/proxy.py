@@ -23,8 +23,6 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from ollama_proxy.adapters.backends import Backend, BackendPool
-from ollama_proxy.adapters.context import ContextService, Sizing
 from ollama_proxy.adapters.http.bridges import (
     WHOLE_REPLY_LIMIT,
     RelayHooks,
@@ -34,14 +32,12 @@ from ollama_proxy.adapters.http.bridges import (
 from ollama_proxy.adapters.http.listings import V1_MODELS, Listings
 from ollama_proxy.adapters.http.metrics import Metrics
 from ollama_proxy.adapters.http.replies import error_response, is_openai_path, json_response, stream_error_line
-from ollama_proxy.adapters.http.upstream import (
+from ollama_proxy.adapters.upstream.aiohttp_client import (
     ERROR_BODY_LIMIT,
     UpstreamReply,
     forwardable_request_headers,
     forwardable_response_headers,
 )
-from ollama_proxy.adapters.routing import Router
-from ollama_proxy.adapters.tasks import spawn
 from ollama_proxy.config.schema import Config
 from ollama_proxy.core.ollama_api import (
     AGGREGATE_PATHS,
@@ -70,6 +66,10 @@ from ollama_proxy.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from ollama_proxy.service.context import ContextService, Sizing
+from ollama_proxy.service.pool import Backend, BackendPool
+from ollama_proxy.service.router import Router
+from ollama_proxy.service.tasks import spawn
 
 log = logging.getLogger("ollama_proxy.access")
 

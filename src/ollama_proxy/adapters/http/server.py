@@ -14,16 +14,16 @@ import orjson
 from aiohttp import web
 
 from ollama_proxy import __version__
-from ollama_proxy.adapters.backends import BackendPool
-from ollama_proxy.adapters.context import ContextService
 from ollama_proxy.adapters.http.edge import EdgeLimits
 from ollama_proxy.adapters.http.metrics import Metrics
 from ollama_proxy.adapters.http.proxy import ProxyHandler
 from ollama_proxy.adapters.http.replies import error_response, json_response
-from ollama_proxy.adapters.routing import Router
 from ollama_proxy.config.schema import Config
 from ollama_proxy.core.modes import EfficiencyMode
-from ollama_proxy.core.thermal import thermal_report
+from ollama_proxy.core.system.thermal import thermal_report
+from ollama_proxy.service.context import ContextService
+from ollama_proxy.service.pool import BackendPool
+from ollama_proxy.service.router import Router
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The proxy's in-flight count, which a shutdown waits on.

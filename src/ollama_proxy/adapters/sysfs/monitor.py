@@ -29,11 +29,11 @@ from typing import Any
 from ollama_proxy.adapters.sysfs.nvidia import read_nvidia
 from ollama_proxy.adapters.sysfs.power import read_power
 from ollama_proxy.adapters.sysfs.thermal import read_hwmon, read_thermal_zones
-from ollama_proxy.adapters.tasks import spawn
 from ollama_proxy.config.schema import SystemConfig
-from ollama_proxy.core.efficiency import AutoState, resolve_auto_mode
 from ollama_proxy.core.modes import EfficiencyMode
-from ollama_proxy.core.telemetry import SystemSnapshot
+from ollama_proxy.core.system.efficiency import AutoState, resolve_auto_mode
+from ollama_proxy.core.system.telemetry import SystemSnapshot
+from ollama_proxy.service.tasks import spawn
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import logging
 import math
 import shlex
 
-from ollama_proxy.core.telemetry import GpuReading
+from ollama_proxy.core.system.telemetry import GpuReading
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ollama_proxy.adapters.sysfs._files import read_number, read_text
-from ollama_proxy.core.telemetry import BatteryStatus, PowerState
+from ollama_proxy.core.system.telemetry import BatteryStatus, PowerState
 
 # USB covers USB-C power delivery, which is how many laptops are charged today.
 _MAINS_TYPES = frozenset({"Mains", "USB"})

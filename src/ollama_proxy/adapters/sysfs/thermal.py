@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from ollama_proxy.adapters.sysfs._files import read_millicelsius, read_number, read_text
-from ollama_proxy.core.telemetry import FanReading, HwmonSensor, ThermalZone, TripKind, TripPoint
+from ollama_proxy.core.system.telemetry import FanReading, HwmonSensor, ThermalZone, TripKind, TripPoint
 
 _TRIP_TEMP = re.compile(r"trip_point_(\d+)_temp")
 _TEMP_INPUT = re.compile(r"temp(\d+)_input")

@@ -9,7 +9,7 @@ keeps it current one row at a time as each backend's admission queue changes. `s
 all rows at once from both.
 
 Pure: built from `BackendView`s. It does not know where they came from or when they change; the
-owner builds a new `Fleet` when they do (the router keeps one per change, see `adapters/routing.py`).
+owner builds a new `Fleet` when they do (the router keeps one per change, see `service/router.py`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 from ollama_proxy.core.routing.latency import default_service_ms
 from ollama_proxy.core.routing.state import BackendView, BreakerState, LatencyStats, ThermalLevel
 from ollama_proxy.core.routing.weights import Weights
-from ollama_proxy.core.thermal import PENALTY as THERMAL_PENALTY
+from ollama_proxy.core.system.thermal import PENALTY as THERMAL_PENALTY
 
 # Why a row cannot serve: the first check that failed, cheapest and most fundamental first.
 # Plain ints, not an enum: numpy compares against them on every request.

@@ -22,10 +22,8 @@ from dataclasses import replace
 from functools import cache
 from typing import Any
 
-from ollama_proxy.adapters.backends import Backend, BackendPool
 from ollama_proxy.adapters.sysfs.monitor import SystemMonitor
 from ollama_proxy.config.schema import Config
-from ollama_proxy.core.efficiency import effective_mode
 from ollama_proxy.core.modes import EfficiencyMode
 from ollama_proxy.core.routing.breaker import Outcome
 from ollama_proxy.core.routing.fleet import ELIGIBLE, Fleet, Load
@@ -33,9 +31,11 @@ from ollama_proxy.core.routing.latency import LatencyBook
 from ollama_proxy.core.routing.select import RoutingDecision, select
 from ollama_proxy.core.routing.state import BackendView, BreakerState, RouteRequest, ThermalState
 from ollama_proxy.core.routing.weights import Weights, weights_for
-from ollama_proxy.core.telemetry import SystemSnapshot
-from ollama_proxy.core.thermal import backend_thermal
+from ollama_proxy.core.system.efficiency import effective_mode
+from ollama_proxy.core.system.telemetry import SystemSnapshot
+from ollama_proxy.core.system.thermal import backend_thermal
 from ollama_proxy.errors import NoBackendAvailable
+from ollama_proxy.service.pool import Backend, BackendPool
 
 log = logging.getLogger("ollama_proxy.router")
 _COOL = ThermalState()

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ollama_proxy.core.modes import EfficiencyMode
-from ollama_proxy.core.telemetry import PowerState, SystemSnapshot
-from ollama_proxy.core.thermal import ThermalThresholds, cpu_package_probe, gpu_probe
+from ollama_proxy.core.system.telemetry import PowerState, SystemSnapshot
+from ollama_proxy.core.system.thermal import ThermalThresholds, cpu_package_probe, gpu_probe
 
 # Fan speed hovers around any fixed threshold under steady load; release a little below it.
 FAN_RELEASE_RATIO = 0.9

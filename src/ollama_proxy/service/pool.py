@@ -15,15 +15,15 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from ollama_proxy.adapters.admission_gate import AdmissionGate
-from ollama_proxy.adapters.http.upstream import Upstream
-from ollama_proxy.adapters.tasks import cancel_all, spawn
+from ollama_proxy.adapters.upstream.aiohttp_client import Upstream
 from ollama_proxy.config.schema import BackendConfig, RouterConfig
 from ollama_proxy.core.admission import AdmissionQueue
 from ollama_proxy.core.ollama_api import canonical_model
 from ollama_proxy.core.routing.breaker import CircuitBreaker, Outcome
 from ollama_proxy.core.routing.fleet import LoadBoard
 from ollama_proxy.errors import OllamaProxyError
+from ollama_proxy.service.admission import AdmissionGate
+from ollama_proxy.service.tasks import cancel_all, spawn
 
 log = logging.getLogger("ollama_proxy.backends")
 
@@ -32,7 +32,7 @@ CONTROL_TIMEOUT_S = 5.0
 
 class _RoutingFact:
     """A `Backend` attribute the router caches: setting it to a different value calls the backend's
-    `on_change`, so the router rebuilds its columns then and only then (see `adapters/routing.py`)."""
+    `on_change`, so the router rebuilds its columns then and only then (see `service/router.py`)."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._name = f"_{name}"

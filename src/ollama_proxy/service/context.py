@@ -14,8 +14,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ollama_proxy.adapters.backends import Backend
-from ollama_proxy.adapters.tasks import spawn
 from ollama_proxy.config.schema import ContextConfig
 from ollama_proxy.core.context.calibration import Calibrator, Truncation, judge_truncation
 from ollama_proxy.core.context.counting import CachedCounter, PromptCount, count_prompt, prompt_parts
@@ -25,6 +23,8 @@ from ollama_proxy.core.context.tokenizer import TokenizerUnavailable, build_toke
 from ollama_proxy.core.lru import LruCache
 from ollama_proxy.core.ollama_api import canonical_model
 from ollama_proxy.errors import OllamaProxyError
+from ollama_proxy.service.pool import Backend
+from ollama_proxy.service.tasks import spawn
 
 log = logging.getLogger("ollama_proxy.context")
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from ollama_proxy.core.routing.state import ThermalLevel, ThermalState
-from ollama_proxy.core.telemetry import (
+from ollama_proxy.core.system.telemetry import (
     GpuReading,
     HwmonSensor,
     SystemSnapshot,

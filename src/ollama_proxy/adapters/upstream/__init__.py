@@ -1,0 +1,1 @@
+"""Driven adapters that reach the backends: the aiohttp implementation of `service.transport`."""
