@@ -12,6 +12,7 @@ from ollama_proxy.core.openai import (
     completion_to_native,
     embeddings_to_native,
 )
+from ollama_proxy.core.operations import Operation
 from ollama_proxy.errors import BadRequest
 
 USER = [{"role": "user", "content": "hi"}]
@@ -150,6 +151,8 @@ def test_tool_result_name_looked_up_from_earlier_call() -> None:
     pytest.param({"model": ""}, "model", id="model-empty"),
     pytest.param({"model": None}, "model", id="model-missing"),
     pytest.param({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role", id="bad-role"),
+    # Found by the fuzz test: a list is unhashable and crashed the lookup (500) instead of a 400.
+    pytest.param({"messages": [{"role": [], "content": "x"}]}, "messages[0].role", id="role-not-a-string"),
     pytest.param({"messages": [{"role": "user"}]}, "messages[0].content", id="user-without-content"),
     pytest.param({"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]},
@@ -243,6 +246,6 @@ def test_embeddings_errors(fields: dict[str, Any], param: str) -> None:
 
 
 def test_translators_table_covers_the_three_endpoints() -> None:
-    assert TRANSLATORS["/v1/chat/completions"](chat()).path == "/api/chat"
-    assert TRANSLATORS["/v1/completions"]({"model": "m", "prompt": "p"}).path == "/api/generate"
-    assert TRANSLATORS["/v1/embeddings"]({"model": "m", "input": "p"}).path == "/api/embed"
+    assert TRANSLATORS[Operation.CHAT](chat()).path == "/api/chat"
+    assert TRANSLATORS[Operation.COMPLETION]({"model": "m", "prompt": "p"}).path == "/api/generate"
+    assert TRANSLATORS[Operation.EMBED]({"model": "m", "input": "p"}).path == "/api/embed"

@@ -70,7 +70,9 @@ def messages_to_native(messages: Any) -> list[dict[str, Any]]:
         where = f"messages[{i}]"
         if not isinstance(message, dict):
             raise OpenAIRequestError(f"{where} must be an object", param=where)
-        role = _ROLES.get(message.get("role"))  # type: ignore[arg-type]
+        given = message.get("role")
+        # Only a string can name a role (a list or an object is not hashable, let alone a role).
+        role = _ROLES.get(given) if isinstance(given, str) else None
         if role is None:
             raise OpenAIRequestError(f"{where}.role must be one of {', '.join(_ROLES)}, "
                                      f"got {message.get('role')!r}", param=f"{where}.role")
