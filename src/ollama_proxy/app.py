@@ -8,28 +8,55 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import signal
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from ollama_proxy.adapters.http.edge import EdgeSite
-from ollama_proxy.adapters.http.server import EDGE_KEY, PROXY_KEY, build_http_app
+from ollama_proxy.adapters.http.edge import EdgeLimits, EdgeListener
+from ollama_proxy.adapters.http.front import HttpFront
+from ollama_proxy.adapters.http.metrics import Metrics
+from ollama_proxy.adapters.http.server import EDGE_KEY, FRONT_KEY, AdminEndpoints, build_http_app
 from ollama_proxy.adapters.sysfs.monitor import SystemMonitor
+from ollama_proxy.adapters.upstream.aiohttp_client import AiohttpTransport
 from ollama_proxy.config.schema import Config
 from ollama_proxy.errors import ListenError
 from ollama_proxy.service.context import ContextService
+from ollama_proxy.service.listings import Listings
+from ollama_proxy.service.pipeline import Pipeline
 from ollama_proxy.service.pool import BackendPool
 from ollama_proxy.service.router import Router
+from ollama_proxy.service.status import StatusViews
+from ollama_proxy.service.tasks import TaskSet
+from ollama_proxy.service.transport import Transport
 
 log = logging.getLogger("ollama_proxy")
+LISTENER_KEY = web.AppKey("listener", EdgeListener)
 
 
-def build_app(config: Config) -> web.Application:
-    pool = BackendPool(config.backends, config.router)
-    monitor = SystemMonitor(config.system)
-    router = Router(config, pool, monitor)
-    app = build_http_app(config, pool, router, ContextService(config.context))
+def build_app(config: Config, *, clock: Callable[[], float] = time.monotonic,
+              rng: random.Random | None = None, transport: Transport | None = None) -> web.Application:
+    """Every part of the proxy, built and wired here and nowhere else.
+
+    `clock` (monotonic seconds), `rng` and `transport` (how backends are reached) are the seams tests
+    use: an in-memory transport runs the whole proxy without a backend socket.
+    """
+    tasks = TaskSet()
+    pool = BackendPool(config.backends, config.router, transport or AiohttpTransport(), tasks, clock=clock)
+    monitor = SystemMonitor(config.system, clock=clock)
+    router = Router(config, pool, monitor, rng=rng or random.Random(), clock=clock)
+    context = ContextService(config.context, pool, tasks)
+    metrics = Metrics(pool, router, context)
+    pipeline = Pipeline(config, pool, router, context, Listings(pool), on_failure=metrics.count_failure)
+    edge = EdgeLimits(max_connections=config.server.max_connections,
+                      header_timeout_s=config.server.header_timeout_s,
+                      keepalive_timeout_s=config.server.keepalive_timeout_s,
+                      on_internal_error=lambda: metrics.count_failure("internal_error"))
+    app = build_http_app(config, front=HttpFront(config, pipeline, metrics),
+                         admin=AdminEndpoints(StatusViews(config, pool, router, context, clock=clock)),
+                         metrics=metrics, edge=edge)
 
     async def system_ctx(_: web.Application) -> AsyncIterator[None]:
         async with monitor:
@@ -40,52 +67,64 @@ def build_app(config: Config) -> web.Application:
         yield
         await pool.close()
 
+    async def tasks_ctx(_: web.Application) -> AsyncIterator[None]:
+        yield
+        await tasks.cancel_all()  # what is still running at shutdown (tokenizer builds, refreshes)
+
     app.cleanup_ctx.append(system_ctx)
+    app.cleanup_ctx.append(tasks_ctx)
     app.cleanup_ctx.append(backends_ctx)
     return app
 
 
-async def start(config: Config, *, host: str | None = None, port: int | None = None) -> web.AppRunner:
-    """Start serving and return the runner (its `addresses` tell the bound port; port 0 picks one).
+async def start(config: Config, *, host: str | None = None, port: int | None = None,
+                transport: Transport | None = None) -> web.AppRunner:
+    """Start serving and return the runner (`bound_port(runner)` tells the port; port 0 picks one).
 
-    Raises ListenError, with everything already started closed again, when the address is taken.
+    The address is bound first: when it is taken, ListenError says so before anything else started.
     """
-    app = build_app(config)
-    # The grace period is waited out in `drain`; what aiohttp still finds running after it is cut.
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
-    await runner.setup()
+    app = build_app(config, transport=transport)
+    listener = app[LISTENER_KEY] = EdgeListener(app[EDGE_KEY])
     host = host or config.server.host
     port = config.server.http_port if port is None else port
     try:
-        await EdgeSite(runner, host, port, limits=app[EDGE_KEY]).start()
+        await listener.bind(host, port)
     except OSError as exc:
-        await runner.cleanup()
         raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+    async def stop_listening(_: web.Application) -> None:
+        listener.close()
+
+    app.on_shutdown.append(stop_listening)
+    # The grace period is waited out in `drain`; what aiohttp still finds running after it is cut.
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
+    await runner.setup()
+    assert runner.server is not None
+    await listener.serve(runner.server)
     return runner
 
 
 async def drain(runner: web.AppRunner, grace_s: float) -> None:
     """Stop accepting, let requests and streams in flight finish for up to `grace_s`, then close."""
-    proxy = runner.app[PROXY_KEY]
-    for site in list(runner.sites):
-        await site.stop()
+    front = runner.app[FRONT_KEY]
+    runner.app[LISTENER_KEY].close()
     if runner.server is not None:
         runner.server.pre_shutdown()  # idle keep-alive connections close now, busy ones after their reply
-    at_start = proxy.in_flight
+    at_start = front.in_flight
     if at_start:
         log.info("shutting down: waiting up to %g s (server.shutdown_grace_s) for %d request(s) in flight",
                  grace_s, at_start)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace_s
-    while proxy.in_flight and loop.time() < deadline:
+    while front.in_flight and loop.time() < deadline:
         await asyncio.sleep(0.05)
-    cut = proxy.in_flight
+    cut = front.in_flight
     await runner.cleanup()
     log.info("shut down: %d request(s) drained, %d cut", at_start - min(cut, at_start), cut)
 
 
 def bound_port(runner: web.AppRunner) -> int:
-    return int(runner.addresses[0][1])
+    return runner.app[LISTENER_KEY].port
 
 
 def configure_logging(level: str) -> None:

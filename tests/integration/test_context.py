@@ -26,11 +26,9 @@ import httpx
 import ollama
 import pytest
 
-import ollama_proxy.app
 from ollama_proxy.config.schema import ContextConfig
 from ollama_proxy.core.context import build_tokenizer
 from ollama_proxy.core.ollama_api import canonical_model
-from ollama_proxy.service.context import ContextService
 from ollama_proxy.sim import ModelSpec, SimServer
 
 SIZES = ContextConfig().sizes
@@ -103,20 +101,6 @@ def setup(sim_factory: Callable[..., Any], proxy_factory: Callable[..., Any]
         return sim, url
 
     return make
-
-
-@pytest.fixture
-def context_services(monkeypatch: pytest.MonkeyPatch) -> list[ContextService]:
-    """The proxies' ContextService instances, to read the counters the HTTP API does not show."""
-    services: list[ContextService] = []
-
-    class Recording(ContextService):
-        def __init__(self, config: ContextConfig) -> None:
-            super().__init__(config)
-            services.append(self)
-
-    monkeypatch.setattr(ollama_proxy.app, "ContextService", Recording)
-    return services
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +286,6 @@ async def test_prompt_larger_than_the_largest_size_warns(setup: Any, recorded: A
 
 
 async def test_truncation_is_detected_flagged_and_counted(setup: Any, recorded: Any,
-                                                          context_services: list[ContextService],
                                                           caplog: pytest.LogCaptureFixture) -> None:
     sim, url = await setup()
     fixed = recorded(f"{url}/proxy-context/2048")
@@ -324,8 +307,8 @@ async def test_truncation_is_detected_flagged_and_counted(setup: Any, recorded: 
     assert stats["truncations"] == 2
     logged = [r for r in caplog.records if "fewer prompt tokens" in r.getMessage()]
     assert len(logged) == 2 and all("num_ctx=2048" in r.getMessage() for r in logged)
-    [service] = context_services
-    assert service.stats()["truncations_detected"] == 2
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/health") as response:
+        assert (await response.json())["context"]["truncations_detected"] == 2
 
 
 async def test_calibration_converges_to_the_backends_tokenizer(setup: Any, recorded: Any) -> None:

@@ -23,6 +23,7 @@ from ollama_proxy.core.openai import (
     tags_from_models,
 )
 from ollama_proxy.core.openai.reverse_responses import EMPTY_STREAM
+from ollama_proxy.core.operations import Operation
 
 pytestmark = pytest.mark.realbackend
 
@@ -32,7 +33,7 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 
 async def call(base: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
     """Translate a native request, POST it, and translate the answer (non-streamed)."""
-    request = REVERSE_TRANSLATORS[path](body)
+    request = REVERSE_TRANSLATORS[Operation(path.rsplit("/", 1)[1])](body)
     started = time.time()
     async with aiohttp.ClientSession() as session, \
             session.post(base + request.path, json=request.body) as response:
@@ -44,7 +45,7 @@ async def call(base: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
 
 async def stream(base: str, path: str, body: dict[str, Any], chunk_size: int = 7) -> list[dict[str, Any]]:
     """Translate a native request, stream it, feed the SSE bytes in small pieces, return NDJSON lines."""
-    request = REVERSE_TRANSLATORS[path](body)
+    request = REVERSE_TRANSLATORS[Operation(path.rsplit("/", 1)[1])](body)
     translator = NativeStreamTranslator(request.context, started=time.time())
     decoder = SseDecoder()
     lines: list[dict[str, Any]] = []

@@ -9,6 +9,8 @@ line a backend sends.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # The longest line the translating relays accept: the official Ollama Go client's own limit, so a
 # line too long for the proxy is too long for Ollama's client too.
 MAX_LINE_BYTES = 8 * 1024 * 1024
@@ -20,6 +22,24 @@ _TAIL_BYTES = TAIL_LIMIT - HEAD_BYTES
 # (`..."done_reason":"stop","context":[1,2,...],"total_duration":...}`): the field that makes a
 # final line long. It is all integers, so the first `]` after it closes it.
 _CONTEXT_FIELD = b',"context":['
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfStream:
+    """A protocol's explicit end marker (OpenAI's `data: [DONE]`), for the front to frame."""
+
+
+END_OF_STREAM = EndOfStream()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFailure:
+    """The last piece of a stream that broke after its start reached the client: the front ends the
+    stream with an error object in its protocol's shape, on a line of its own (`open_line`: the
+    bytes relayed so far stop in the middle of one)."""
+
+    reason: str
+    open_line: bool = False
 
 
 class LineTooLong(ValueError):

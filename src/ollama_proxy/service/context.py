@@ -22,9 +22,10 @@ from ollama_proxy.core.context.sizing import SizeDecision, choose_num_ctx, reply
 from ollama_proxy.core.context.tokenizer import TokenizerUnavailable, build_tokenizer
 from ollama_proxy.core.lru import LruCache
 from ollama_proxy.core.ollama_api import canonical_model
+from ollama_proxy.core.operations import Operation
 from ollama_proxy.errors import OllamaProxyError
-from ollama_proxy.service.pool import Backend
-from ollama_proxy.service.tasks import spawn
+from ollama_proxy.service.pool import Backend, BackendPool
+from ollama_proxy.service.tasks import TaskSet
 
 log = logging.getLogger("ollama_proxy.context")
 
@@ -34,7 +35,7 @@ VERBOSE_SHOW_TIMEOUT_S = 60.0
 _MAX_TOKENIZERS = 8
 # About 5,000 tokens, 15 ms of encoding on two cores: more than that is counted off the event loop.
 _OFF_LOOP_CHARS = 20_000
-_EMBED_PATHS = frozenset({"/api/embed", "/api/embeddings", "/v1/embeddings"})
+_EMBEDDINGS = frozenset({Operation.EMBED, Operation.EMBEDDINGS})
 
 
 @dataclass(slots=True)
@@ -47,8 +48,10 @@ class Sizing:
 
 
 class ContextService:
-    def __init__(self, config: ContextConfig) -> None:
+    def __init__(self, config: ContextConfig, pool: BackendPool, tasks: TaskSet) -> None:
         self.config = config
+        self._pool = pool
+        self._tasks = tasks
         self.calibrator = Calibrator(truncation_ratio=config.truncation_ratio)
         self._trained_max: dict[tuple[str, str], int | None] = {}
         # By model digest; None = no tokenizer can be built for it. Each tokenizer holds 3-133 MB.
@@ -79,31 +82,29 @@ class ContextService:
                                                 overhead=overhead)
         return Sizing(key, count)
 
-    def required(self, sizing: Sizing, path: str, body: dict[str, Any]) -> int:
+    def required(self, sizing: Sizing, operation: Operation, body: dict[str, Any]) -> int:
         """Tokens the request needs, before any backend is chosen (routing prefers one that fits)."""
-        return choose_num_ctx(self.config, input_tokens=sizing.count.tokens, reply=self._reply(path, body),
+        return choose_num_ctx(self.config, input_tokens=sizing.count.tokens, reply=self._reply(operation, body),
                               count_method=sizing.count.method).required
 
     @staticmethod
-    def _reply(path: str, body: dict[str, Any]) -> int | None:
-        return 0 if path in _EMBED_PATHS else reply_tokens(body)
+    def _reply(operation: Operation, body: dict[str, Any]) -> int | None:
+        return 0 if operation in _EMBEDDINGS else reply_tokens(body)
 
-    async def size(self, sizing: Sizing, backend: Backend, path: str, body: dict[str, Any],
+    async def size(self, sizing: Sizing, backend: Backend, operation: Operation, body: dict[str, Any],
                    forced: int | None) -> SizeDecision:
         """Choose `num_ctx` for this backend and write it into `body["options"]`."""
         model_max = await self._model_max(backend, sizing.model)
         decision = choose_num_ctx(
             self.config, input_tokens=sizing.count.tokens,
-            reply=self._reply(path, body), count_method=sizing.count.method,
+            reply=self._reply(operation, body), count_method=sizing.count.method,
             model_max=model_max, loaded_context=backend.loaded_context(sizing.model), forced_size=forced)
         options = body.get("options")
         body["options"] = {**options, "num_ctx": decision.num_ctx} if isinstance(options, dict) else \
             {"num_ctx": decision.num_ctx}
-        # Ollama loads (or keeps) the runner at this size: remember it now so the next request reuses
-        # it even before /api/ps is read again.
-        # Assigned, not mutated in place: the router caches residency and notices only assignments.
-        loaded_ctx = min(decision.num_ctx, model_max) if model_max else decision.num_ctx
-        backend.loaded = {**backend.loaded, sizing.model: loaded_ctx}
+        # Ollama loads (or keeps) the runner at this size.
+        self._pool.assume_loaded(backend, sizing.model, min(decision.num_ctx, model_max) if model_max
+                                 else decision.num_ctx)
         sizing.decision = decision
         self.decisions += 1
         if decision.exceeds_largest:
@@ -137,7 +138,7 @@ class ContextService:
         key = (backend.id, model)
         if key not in self._trained_max:
             try:
-                shown = await backend.upstream.get_json("/api/show", method="POST", body={"model": model},
+                shown = await backend.client.get_json("/api/show", method="POST", body={"model": model},
                                                         timeout_s=SHOW_TIMEOUT_S)
                 self._trained_max[key] = trained_context_length(shown.get("model_info") or {})
             except (OllamaProxyError, AttributeError) as exc:
@@ -156,12 +157,12 @@ class ContextService:
             return self._counters.get(digest)
         if digest not in self._building:
             self._building.add(digest)
-            spawn(self._build_counter(backend, model, digest), name=f"tokenizer-{model}")
+            self._tasks.spawn(self._build_counter(backend, model, digest), name=f"tokenizer-{model}")
         return None
 
     async def _build_counter(self, backend: Backend, model: str, digest: str) -> None:
         try:
-            shown = await backend.upstream.get_json("/api/show", method="POST",
+            shown = await backend.client.get_json("/api/show", method="POST",
                                                     body={"model": model, "verbose": True},
                                                     timeout_s=VERBOSE_SHOW_TIMEOUT_S)
             tokenizer = await asyncio.to_thread(build_tokenizer, shown.get("model_info") or {})

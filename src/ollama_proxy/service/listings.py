@@ -1,51 +1,52 @@
-"""Model listings across every backend: `/api/tags`, `/api/ps` and `/v1/models` as one answer.
+"""Model listings across every backend: tags, running models and the OpenAI model list as one answer.
 
 Each backend is asked in its own protocol (an OpenAI-type server's `/v1/models` stands in for
 `/api/tags`; it has no `/api/ps`); a backend that does not answer is left out of the listing and logged,
-never fails it.
+never fails it. Answers are plain dicts: each front renders them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
-
-from ollama_proxy.adapters.http.replies import error_response, json_response
 from ollama_proxy.core.ollama_api import canonical_model
 from ollama_proxy.core.openai.responses import find_model, models_list
 from ollama_proxy.core.openai.reverse_responses import tags_from_models
+from ollama_proxy.errors import BadRequest
 from ollama_proxy.service.pool import Backend, BackendPool
 
 log = logging.getLogger("ollama_proxy.listings")
 
 V1_MODELS = "/v1/models"
 _TIMEOUT_S = 5.0
+_PS = "/api/ps"
 
 
 class Listings:
     def __init__(self, pool: BackendPool) -> None:
         self.pool = pool
 
-    async def merged(self, path: str, headers: Mapping[str, str]) -> web.Response:
-        """/api/tags or /api/ps over every backend: one entry per model, naming the backends that have it."""
+    async def merged(self, running: bool) -> dict[str, Any]:
+        """Tags (or, `running`, /api/ps) over every backend: one entry per model, naming the backends
+        that have it."""
+        path = _PS if running else "/api/tags"
         merged: dict[str, dict[str, Any]] = {}
         for backend, answer in await self._ask_all(path):
-            if path == "/api/ps" and backend.is_ollama:
-                backend.apply_ps(answer)
+            if running and backend.is_ollama:
+                self.pool.apply_ps(backend, answer)
             for entry in answer.get("models") or []:
                 key = canonical_model(str(entry.get("model") or entry.get("name")))
                 if key in merged:
                     merged[key]["backends"].append(backend.id)
                 else:
                     merged[key] = {**entry, "backend": backend.id, "backends": [backend.id]}
-        return json_response({"models": list(merged.values())}, headers=headers)
+        return {"models": list(merged.values())}
 
-    async def openai_models(self, path: str, headers: Mapping[str, str]) -> web.Response:
-        """/v1/models (or /v1/models/{id}) over every backend; `data` is `[]` when empty, never null."""
+    async def openai_models(self, model_id: str | None = None) -> dict[str, Any]:
+        """The OpenAI model list (or one model) over every backend; `data` is `[]` when empty, never null.
+        An unknown model id is a 404."""
         tags: dict[str, Any] = {"models": []}
         seen: set[str] = set()
         for _, answer in await self._ask_all("/api/tags"):
@@ -54,13 +55,12 @@ class Listings:
                 if key not in seen:
                     seen.add(key)
                     tags["models"].append(entry)
-        if path == V1_MODELS:
-            return json_response(models_list(tags), headers=headers)
-        wanted = path[len(V1_MODELS) + 1:]
-        found = find_model(tags, wanted)
+        if model_id is None:
+            return models_list(tags)
+        found = find_model(tags, model_id)
         if found is None:
-            return error_response(path, f"model '{wanted}' not found", 404, headers=headers)
-        return json_response(found, headers=headers)
+            raise BadRequest(f"model '{model_id}' not found", 404)
+        return found
 
     async def _ask_all(self, path: str) -> list[tuple[Backend, dict[str, Any]]]:
         backends = [b for b in self.pool if b.config.enabled]
@@ -76,8 +76,8 @@ class Listings:
     @staticmethod
     async def _ask(backend: Backend, path: str) -> dict[str, Any]:
         if not backend.is_ollama:
-            if path == "/api/ps":
+            if path == _PS:
                 return {"models": []}
-            return tags_from_models(await backend.upstream.get_json(V1_MODELS, timeout_s=_TIMEOUT_S))
-        answer = await backend.upstream.get_json(path, timeout_s=_TIMEOUT_S)
+            return tags_from_models(await backend.client.get_json(V1_MODELS, timeout_s=_TIMEOUT_S))
+        answer = await backend.client.get_json(path, timeout_s=_TIMEOUT_S)
         return answer if isinstance(answer, dict) else {}

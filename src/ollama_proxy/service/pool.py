@@ -1,9 +1,11 @@
-"""The backend pool: each configured server with its pooled upstream and what we know of it
-now (reachable, models, loaded models and their context), refreshed on timers and after
-responses.
+"""The backend pool: each configured server with its client (from the `service.transport` port) and
+what we know of it now (reachable, models, loaded models and their context, breaker), refreshed on
+timers and after responses.
 
-The routing decision itself is pure and lives in `core.routing`; this module only gathers the
-facts it decides from.
+The pool is the one writer of that live state: the pipeline, the context service and the listings
+report what they learned through its named methods (`record`, `mark_unreachable`, `assume_loaded`,
+`apply_ps`, `refresh_models_soon`, `refresh_loaded_soon`). The routing decision itself is pure and
+lives in `core.routing`; this module only gathers the facts it decides from.
 """
 
 from __future__ import annotations
@@ -11,11 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
-from ollama_proxy.adapters.upstream.aiohttp_client import Upstream
 from ollama_proxy.config.schema import BackendConfig, RouterConfig
 from ollama_proxy.core.admission import AdmissionQueue
 from ollama_proxy.core.ollama_api import canonical_model
@@ -23,7 +24,8 @@ from ollama_proxy.core.routing.breaker import CircuitBreaker, Outcome
 from ollama_proxy.core.routing.fleet import LoadBoard
 from ollama_proxy.errors import OllamaProxyError
 from ollama_proxy.service.admission import AdmissionGate
-from ollama_proxy.service.tasks import cancel_all, spawn
+from ollama_proxy.service.tasks import TaskSet
+from ollama_proxy.service.transport import BackendClient, Transport
 
 log = logging.getLogger("ollama_proxy.backends")
 
@@ -57,17 +59,16 @@ class Backend:
     models = _RoutingFact()  # set[str] | None: canonical names; None until discovered
     loaded = _RoutingFact()  # dict[str, int]: canonical model -> context_length from /api/ps
 
-    def __init__(self, config: BackendConfig, router: RouterConfig, *,
-                 on_change: Callable[[], None] = lambda: None,
+    def __init__(self, config: BackendConfig, router: RouterConfig, client: BackendClient, *,
+                 clock: Callable[[], float] = time.monotonic, on_change: Callable[[], None] = lambda: None,
                  on_load: Callable[[AdmissionQueue[object]], None] | None = None) -> None:
         self.config = config
         self.id = config.id
         # Called when anything routing reads changes: reachability, models, residency, breaker.
         # In-flight and queued counts change far more often and go to `on_load` instead.
         self.on_change = on_change
-        self.upstream = Upstream(config.id, config.endpoint, connect_timeout_s=router.connect_timeout_s,
-                                 first_byte_timeout_s=router.first_byte_timeout_s,
-                                 idle_timeout_s=router.idle_timeout_s, api_key=config.api_key)
+        self.client = client
+        self._clock = clock
         self.reachable: bool | None = None
         self.last_error: str | None = None
         self.version: str | None = None
@@ -81,6 +82,7 @@ class Backend:
         self.gate = AdmissionGate.from_config(config.id, config.characteristics.max_concurrent, router.queue,
                                               on_change=on_load)
         self._ps_refresh: asyncio.Task[None] | None = None
+        self._models_refresh: asyncio.Task[None] | None = None
 
     @property
     def is_ollama(self) -> bool:
@@ -101,18 +103,18 @@ class Backend:
     async def check_health(self) -> bool:
         path = "/api/version" if self.is_ollama else "/v1/models"
         try:
-            answer = await self.upstream.get_json(path, timeout_s=CONTROL_TIMEOUT_S)
+            answer = await self.client.get_json(path, timeout_s=CONTROL_TIMEOUT_S)
         except OllamaProxyError as exc:
             if self.reachable is not False:
                 log.warning("backend %s unreachable: %s", self.id, exc)
             self.reachable, self.last_error = False, str(exc)
-            self.breaker.record(Outcome.CONNECT_ERROR, time.monotonic())
+            self.breaker.record(Outcome.CONNECT_ERROR, self._clock())
             return False
         if self.reachable is not True:
             log.info("backend %s reachable at %s", self.id, self.config.endpoint)
         self.reachable, self.last_error = True, None
         # A health check that answers is the breaker's half-open probe.
-        self.breaker.record(Outcome.SUCCESS, time.monotonic())
+        self.breaker.record(Outcome.SUCCESS, self._clock())
         if self.is_ollama and isinstance(answer, dict):
             self.version = str(answer.get("version", ""))
         return True
@@ -122,12 +124,12 @@ class Backend:
         try:
             if self.is_ollama:
                 tags, ps = await asyncio.gather(
-                    self.upstream.get_json("/api/tags", timeout_s=CONTROL_TIMEOUT_S),
-                    self.upstream.get_json("/api/ps", timeout_s=CONTROL_TIMEOUT_S))
+                    self.client.get_json("/api/tags", timeout_s=CONTROL_TIMEOUT_S),
+                    self.client.get_json("/api/ps", timeout_s=CONTROL_TIMEOUT_S))
                 self.tags = list(tags.get("models") or [])
                 self.apply_ps(ps)
             else:
-                listing = await self.upstream.get_json("/v1/models", timeout_s=CONTROL_TIMEOUT_S)
+                listing = await self.client.get_json("/v1/models", timeout_s=CONTROL_TIMEOUT_S)
                 self.tags = [{"name": m.get("id"), "model": m.get("id")} for m in listing.get("data") or []]
         except (OllamaProxyError, AttributeError, TypeError) as exc:
             log.debug("model discovery on %s failed: %s", self.id, exc)
@@ -141,14 +143,10 @@ class Backend:
         if not self.is_ollama:
             return
         try:
-            self.apply_ps(await self.upstream.get_json("/api/ps", timeout_s=CONTROL_TIMEOUT_S))
+            self.apply_ps(await self.client.get_json("/api/ps", timeout_s=CONTROL_TIMEOUT_S))
         except OllamaProxyError as exc:
             log.debug("refreshing /api/ps on %s failed: %s", self.id, exc)
 
-    def refresh_loaded_soon(self) -> None:
-        """Re-read /api/ps after a response (a load or reload may have happened), at most one at a time."""
-        if self.is_ollama and (self._ps_refresh is None or self._ps_refresh.done()):
-            self._ps_refresh = spawn(self.refresh_loaded(), name=f"ps-{self.id}")
 
     def apply_ps(self, ps: Any) -> None:
         self.ps = list(ps.get("models") or []) if isinstance(ps, dict) else []
@@ -170,21 +168,25 @@ class Backend:
 class BackendPool:
     """All backends, keyed by id, with the timers that keep their facts fresh."""
 
-    def __init__(self, backends: tuple[BackendConfig, ...], router: RouterConfig) -> None:
+    def __init__(self, backends: tuple[BackendConfig, ...], router: RouterConfig, transport: Transport,
+                 tasks: TaskSet, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.router = router
+        self._tasks = tasks
+        self._clock = clock
         # Bumped whenever any backend's routing facts change: the router's cache key.
         self.revision = 0
         # In flight and queued per backend, in pool order, kept by the admission queues themselves.
         self.load_board = LoadBoard(len(backends))
         self.backends: dict[str, Backend] = {
-            b.id: Backend(b, router, on_change=self._changed, on_load=partial(self.load_board.count, row))
+            b.id: Backend(b, router, transport.client_for(b, router), clock=clock, on_change=self._changed,
+                          on_load=partial(self.load_board.count, row))
             for row, b in enumerate(backends)}
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._timers: list[asyncio.Task[Any]] = []
 
     def _changed(self) -> None:
         self.revision += 1
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Backend]:
         return iter(self.backends.values())
 
     def get(self, backend_id: str) -> Backend | None:
@@ -196,14 +198,53 @@ class BackendPool:
 
     async def start(self) -> None:
         for backend in self:
-            await backend.upstream.start()
+            await backend.client.start()
         await asyncio.gather(*(self._refresh(b) for b in self))
-        self._tasks = [spawn(self._keep_fresh(b), name=f"backend-{b.id}") for b in self]
+        self._timers = [self._tasks.spawn(self._keep_fresh(b), name=f"backend-{b.id}") for b in self]
 
     async def close(self) -> None:
-        await cancel_all(self._tasks)
+        for timer in self._timers:
+            timer.cancel()
+        await asyncio.gather(*self._timers, return_exceptions=True)
         for backend in self:
-            await backend.upstream.close()
+            await backend.client.close()
+
+    # What requests learn about a backend, written here and nowhere else.
+
+    def record(self, backend: Backend, outcome: Outcome) -> None:
+        """One finished attempt's outcome, for the backend's breaker."""
+        now = self._clock()
+        before = backend.breaker.state(now)
+        after = backend.breaker.record(outcome, now)
+        if after != before:
+            log.warning("backend %s breaker %s -> %s after %s", backend.id, before.value, after.value,
+                        outcome.value)
+
+    def dispatching(self, backend: Backend) -> None:
+        """A request is being sent; in half-open it becomes the breaker's probe."""
+        backend.breaker.on_dispatch(self._clock())
+
+    def mark_unreachable(self, backend: Backend, error: str) -> None:
+        backend.reachable, backend.last_error = False, error
+
+    def assume_loaded(self, backend: Backend, model: str, context_length: int) -> None:
+        """A request was just sent that makes Ollama load (or keep) `model` at this size: remember it now,
+        so the next request reuses it even before /api/ps is read again."""
+        # Assigned, not mutated in place: the router caches residency and notices only assignments.
+        backend.loaded = {**backend.loaded, canonical_model(model): context_length}
+
+    def apply_ps(self, backend: Backend, ps: Any) -> None:
+        backend.apply_ps(ps)
+
+    def refresh_loaded_soon(self, backend: Backend) -> None:
+        """Re-read /api/ps after a response (a load or reload may have happened), at most one at a time."""
+        if backend.is_ollama and (backend._ps_refresh is None or backend._ps_refresh.done()):
+            backend._ps_refresh = self._tasks.spawn(backend.refresh_loaded(), name=f"ps-{backend.id}")
+
+    def refresh_models_soon(self, backend: Backend) -> None:
+        """Re-read the model list after a management call changed it, not at the next poll."""
+        if backend._models_refresh is None or backend._models_refresh.done():
+            backend._models_refresh = self._tasks.spawn(backend.refresh_models(), name=f"models-{backend.id}")
 
     async def _refresh(self, backend: Backend) -> None:
         if await backend.check_health():

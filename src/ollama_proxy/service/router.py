@@ -2,8 +2,8 @@
 
 It turns the pool's mutable facts into the frozen `BackendView`s and the columns (`Fleet`) that
 the pure `core.routing.select` decides from, holds the efficiency mode the user set (and what
-`auto` resolves to from the system monitor), and records every attempt's outcome in the backend's
-breaker and the learned latency book.
+`auto` resolves to from the system monitor), and keeps the learned latency book. (Each attempt's
+outcome goes to the pool, which owns the breakers.)
 
 Every request pays for its decision, so the columns are kept between requests and rebuilt only
 when something in them changes: the pool's revision (reachability, models, residency, breaker
@@ -18,26 +18,36 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
-from ollama_proxy.adapters.sysfs.monitor import SystemMonitor
 from ollama_proxy.config.schema import Config
 from ollama_proxy.core.modes import EfficiencyMode
-from ollama_proxy.core.routing.breaker import Outcome
 from ollama_proxy.core.routing.fleet import ELIGIBLE, Fleet, Load
 from ollama_proxy.core.routing.latency import LatencyBook
 from ollama_proxy.core.routing.select import RoutingDecision, select
 from ollama_proxy.core.routing.state import BackendView, BreakerState, RouteRequest, ThermalState
 from ollama_proxy.core.routing.weights import Weights, weights_for
-from ollama_proxy.core.system.efficiency import effective_mode
+from ollama_proxy.core.system.efficiency import AutoState, effective_mode
 from ollama_proxy.core.system.telemetry import SystemSnapshot
 from ollama_proxy.core.system.thermal import backend_thermal
 from ollama_proxy.errors import NoBackendAvailable
 from ollama_proxy.service.pool import Backend, BackendPool
 
 log = logging.getLogger("ollama_proxy.router")
+
+
+class SystemState(Protocol):
+    """What the router reads of the machine (the sysfs monitor provides it)."""
+
+    @property
+    def snapshot(self) -> SystemSnapshot | None: ...
+
+    @property
+    def auto_state(self) -> AutoState: ...
+
 _COOL = ThermalState()
 
 
@@ -47,12 +57,13 @@ def _without_power(mode: EfficiencyMode) -> Weights:
 
 
 class Router:
-    def __init__(self, config: Config, pool: BackendPool, monitor: SystemMonitor | None = None,
-                 *, rng: random.Random | None = None) -> None:
+    def __init__(self, config: Config, pool: BackendPool, monitor: SystemState | None = None,
+                 *, rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.pool = pool
         self.monitor = monitor
         self.latency = LatencyBook()
+        self._clock = clock
         self.set_mode = config.router.default_mode
         self._rng = rng or random.Random()
         self._thermal_of: SystemSnapshot | None = None
@@ -85,7 +96,7 @@ class Router:
                 and request.max_power_watts is None:
             # One backend and nothing to check against it: there is no choice to compute.
             return self._single_decision(self._single, mode)
-        fleet, load = self.fleet(time.monotonic()), self.load()
+        fleet, load = self.fleet(self._clock()), self.load()
         try:
             return select(request, fleet, load, mode, self.weights(mode), rng=self._rng)
         except NoBackendAvailable:
@@ -119,7 +130,7 @@ class Router:
         return self.pool.load_board.load()
 
     def views(self, now: float | None = None) -> list[BackendView]:
-        now = time.monotonic() if now is None else now
+        now = self._clock() if now is None else now
         return [self._view(b, now) for b in self.pool]
 
     def thermal(self, backend: Backend) -> ThermalState:
@@ -145,13 +156,6 @@ class Router:
             latency=self.latency.for_backend(backend.id), thermal=self.thermal(backend),
         )
 
-    def record(self, backend: Backend, outcome: Outcome) -> None:
-        before = backend.breaker.state(time.monotonic())
-        after = backend.breaker.record(outcome, time.monotonic())
-        if after != before:
-            log.warning("backend %s breaker %s -> %s after %s", backend.id, before.value, after.value,
-                        outcome.value)
-
     def observe_latency(self, backend: Backend, model: str, *, ttft_ms: float, total_ms: float,
                         final: dict[str, Any] | None) -> None:
         tokens_per_s = load_ms = None
@@ -165,7 +169,7 @@ class Router:
                              load_ms=load_ms or 0.0)
 
     def backends_status(self) -> list[dict[str, Any]]:
-        now = time.monotonic()
+        now = self._clock()
         out = []
         for backend in self.pool:
             status = backend.status()

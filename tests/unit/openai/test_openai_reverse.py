@@ -25,6 +25,7 @@ from ollama_proxy.core.openai import (
     tags_from_models,
 )
 from ollama_proxy.core.openai.reverse_responses import CUT_STREAM, EMPTY_STREAM, created_at
+from ollama_proxy.core.operations import Operation
 from ollama_proxy.errors import BadRequest
 
 T0 = 1787390000.0
@@ -135,7 +136,7 @@ def test_embed_request() -> None:
 ])
 def test_reverse_request_errors(path: str, body: dict[str, Any]) -> None:
     with pytest.raises(BadRequest):
-        REVERSE_TRANSLATORS[path](body)
+        REVERSE_TRANSLATORS[Operation(path.rsplit("/", 1)[1])](body)
 
 
 @pytest.mark.parametrize("kind,body,expected", [

@@ -9,24 +9,21 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from ollama_proxy.core.openai import (
     ReplyContext,
     RequestKind,
-    SseDecoder,
     StreamTranslator,
     chat_completion,
 )
+from ollama_proxy.core.streams import END_OF_STREAM
 
 
 def run(kind: RequestKind, lines: list[dict[str, Any]], *, include_usage: bool = False,
         close: bool = False) -> list[Any]:
-    """Feed native lines, decode the SSE bytes back; '[DONE]' stays a string, chunks become dicts."""
+    """Feed native lines; the end marker becomes the string '[DONE]', as a client reads it."""
     translator = StreamTranslator(ReplyContext(kind, "llama3.2", stream=True, include_usage=include_usage),
                                   completion_id="chatcmpl-417", created=1787390000)
-    raw = b"".join(translator.feed(line) for line in lines)
+    events = [event for line in lines for event in translator.feed(line)]
     if close:
-        raw += translator.close()
-    decoder = SseDecoder()
-    events = decoder.feed(raw) + decoder.flush()
-    assert raw == b"".join(b"data: " + e.data.encode() + b"\n\n" for e in events)
-    return [e.data if e.is_done else e.json() for e in events]
+        events += translator.close()
+    return ["[DONE]" if event is END_OF_STREAM else event for event in events]
 
 
 HELLO = [
@@ -117,11 +114,12 @@ def test_close_of_unfinished_stream_is_an_error_event() -> None:
 def test_abort_is_once_and_feed_after_end_is_ignored() -> None:
     translator = StreamTranslator(ReplyContext(RequestKind.CHAT, "m", stream=True),
                                   completion_id="c", created=0)
-    assert translator.abort("client went away", 499).startswith(b"data: {\"error\"")
+    [error] = translator.abort("client went away", 499)
+    assert isinstance(error, dict) and error["error"]["message"] == "client went away"
     assert translator.finished
-    assert translator.abort("again") == b""
-    assert translator.feed(HELLO[0]) == b""
-    assert translator.close() == b""
+    assert translator.abort("again") == []
+    assert translator.feed(HELLO[0]) == []
+    assert translator.close() == []
 
 
 def test_text_completion_stream() -> None:

@@ -10,6 +10,8 @@ from ollama_proxy.config.load import validate
 from ollama_proxy.core.admission import Priority
 from ollama_proxy.core.routing.fleet import Load, LoadBoard
 from ollama_proxy.service.pool import BackendPool
+from ollama_proxy.service.tasks import TaskSet
+from ollama_proxy.testing.memory import MemoryTransport
 
 
 def _pool(n: int = 3) -> BackendPool:
@@ -17,7 +19,7 @@ def _pool(n: int = 3) -> BackendPool:
         "backends": [{"id": f"b{i}", "hardware": "igpu", "endpoint": f"http://127.0.0.1:{22000 + i}",
                       "characteristics": {"max_concurrent": 1}} for i in range(n)],
         "router": {"queue": {"max_wait_ms": 1000, "reserve_critical": False}}})
-    return BackendPool(config.backends, config.router)
+    return BackendPool(config.backends, config.router, MemoryTransport(), TaskSet())
 
 
 def _counted(pool: BackendPool) -> Load:

@@ -17,6 +17,8 @@ from ollama_proxy.core.routing.breaker import Outcome
 from ollama_proxy.core.routing.state import RouteRequest, ThermalLevel, ThermalState
 from ollama_proxy.service.pool import Backend, BackendPool
 from ollama_proxy.service.router import Router
+from ollama_proxy.service.tasks import TaskSet
+from ollama_proxy.testing.memory import MemoryTransport
 
 MODEL = "llama3:latest"
 
@@ -27,7 +29,7 @@ def _router(n: int = 2) -> Router:
         {"id": f"b{i}", "hardware": "igpu", "endpoint": f"http://127.0.0.1:{21000 + i}",
          "characteristics": {"power_watts": 12, "avg_latency_ms": 400, "max_concurrent": 2}}
         for i in range(n)]})
-    pool = BackendPool(config.backends, config.router)
+    pool = BackendPool(config.backends, config.router, MemoryTransport(), TaskSet())
     for backend in pool:
         backend.reachable, backend.models = True, {MODEL}
     return Router(config, pool, rng=random.Random(0))
@@ -52,7 +54,7 @@ def _load_b0(router: Router) -> None:
 
 def _open_b0(router: Router) -> None:
     for _ in range(router.config.router.breaker_failures):
-        router.record(_backend(router, "b0"), Outcome.CONNECT_ERROR)
+        router.pool.record(_backend(router, "b0"), Outcome.CONNECT_ERROR)
 
 
 def _model_gone_from_b0(router: Router) -> None:
@@ -94,7 +96,7 @@ def test_columns_are_reused_while_nothing_changes() -> None:
     fleet = router.fleet(now)
     _backend(router, "b0").models = {MODEL}  # the same value again: no change
     _backend(router, "b1").loaded = {}
-    router.record(_backend(router, "b0"), Outcome.SUCCESS)
+    router.pool.record(_backend(router, "b0"), Outcome.SUCCESS)
     assert router.fleet(now) is fleet
     _backend(router, "b1").loaded = {MODEL: 4096}
     assert router.fleet(now) is not fleet

@@ -107,21 +107,38 @@ class _JsonErrorHandler(RequestHandler):
         return response
 
 
-class EdgeSite(web.TCPSite):
-    """A TCP site whose connections go through `EdgeLimits`."""
+class EdgeListener:
+    """The listening socket: bound before anything else starts, so a taken address fails at once with
+    nothing to undo, and serving through `EdgeLimits` once the application is ready."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, *, limits: EdgeLimits) -> None:
-        super().__init__(runner, host, port, reuse_address=True)
+    def __init__(self, limits: EdgeLimits) -> None:
         self._limits = limits
+        self._server: asyncio.Server | None = None
+        self._factory: Callable[[], asyncio.Protocol] | None = None
 
-    async def start(self) -> None:
-        # As TCPSite.start, with the limited protocol factory in place of the runner's server.
-        await web.BaseSite.start(self)
-        server = self._runner.server
-        assert server is not None
+    async def bind(self, host: str, port: int) -> None:
+        """Raises OSError when the address cannot be had."""
         self._server = await asyncio.get_running_loop().create_server(
-            self._limits.factory(server), self._host, self._port, backlog=self._backlog, reuse_address=True)
-        self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port
+            self._protocol, host, port, reuse_address=True, start_serving=False)
+
+    async def serve(self, server: web.Server) -> None:
+        assert self._server is not None, "bind() first"
+        self._factory = self._limits.factory(server)
+        await self._server.start_serving()
+
+    def close(self) -> None:
+        """Stop accepting; connections already open carry on."""
+        if self._server is not None:
+            self._server.close()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None and self._server.sockets, "bind() first"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def _protocol(self) -> asyncio.Protocol:
+        assert self._factory is not None, "serve() before accepting"
+        return self._factory()
 
 
 _REFUSAL_BODY = orjson.dumps({"error": "too many open connections to the proxy (server.max_connections); "

@@ -1,33 +1,28 @@
 """The aiohttp application: routes, authentication, CORS, and the proxy's own endpoints.
 
-Built by `ollama_proxy.app` (the composition root), which hands in the objects it wired.
+Built by `ollama_proxy.app` (the composition root), which hands in the parts it built.
 """
 
 from __future__ import annotations
 
 import functools
 import hmac
-import time
 from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
 
-from ollama_proxy import __version__
 from ollama_proxy.adapters.http.edge import EdgeLimits
+from ollama_proxy.adapters.http.front import HttpFront
 from ollama_proxy.adapters.http.metrics import Metrics
-from ollama_proxy.adapters.http.proxy import ProxyHandler
 from ollama_proxy.adapters.http.replies import error_response, json_response
 from ollama_proxy.config.schema import Config
 from ollama_proxy.core.modes import EfficiencyMode
-from ollama_proxy.core.system.thermal import thermal_report
-from ollama_proxy.service.context import ContextService
-from ollama_proxy.service.pool import BackendPool
-from ollama_proxy.service.router import Router
+from ollama_proxy.service.status import StatusViews
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# The proxy's in-flight count, which a shutdown waits on.
-PROXY_KEY = web.AppKey("proxy", ProxyHandler)
+# The front's in-flight count is what a shutdown waits on.
+FRONT_KEY = web.AppKey("front", HttpFront)
 EDGE_KEY = web.AppKey("edge", EdgeLimits)
 _CORS_HEADERS = "Authorization, Content-Type, User-Agent, Accept, X-Requested-With, OpenAI-Beta, X-Request-ID, " \
                 "X-Target-Backend, X-Priority, X-Latency-Critical, X-Power-Efficient, X-Max-Latency-Ms, " \
@@ -35,64 +30,37 @@ _CORS_HEADERS = "Authorization, Content-Type, User-Agent, Accept, X-Requested-Wi
 
 
 class AdminEndpoints:
-    """The proxy's own views: health, backends, efficiency mode, thermal state."""
+    """The proxy's own views over HTTP (the data comes from `service.status`)."""
 
-    def __init__(self, config: Config, pool: BackendPool, router: Router, context: ContextService) -> None:
-        self.config = config
-        self.pool = pool
-        self.router = router
-        self.context = context
+    def __init__(self, views: StatusViews) -> None:
+        self.views = views
 
     async def backends(self, request: web.Request) -> web.Response:
-        mode, reason = self.router.effective_mode()
-        return json_response({"mode": mode.value, "mode_reason": reason, "backends": self.router.backends_status()})
+        return json_response(self.views.backends())
 
     async def get_efficiency(self, request: web.Request) -> web.Response:
-        mode, reason = self.router.effective_mode()
-        return json_response({"mode": self.router.set_mode.value, "effective_mode": mode.value, "reason": reason,
-                              "modes": [m.value for m in EfficiencyMode]})
+        return json_response(self.views.efficiency())
 
     async def set_efficiency(self, request: web.Request) -> web.Response:
         try:
             body = orjson.loads(await request.read())
-            mode = EfficiencyMode.parse(str(body["mode"]))
+            return json_response(self.views.set_mode(str(body["mode"])))
         except (orjson.JSONDecodeError, TypeError, KeyError):
             return error_response(request.path, 'expected a JSON body like {"mode": "efficiency"}; modes: '
                                   + ", ".join(m.value for m in EfficiencyMode), 400)
         except ValueError as exc:
             return error_response(request.path, str(exc), 400)
-        self.router.choose_mode(mode)
-        return await self.get_efficiency(request)
 
     async def thermal(self, request: web.Request) -> web.Response:
-        monitor = self.router.monitor
-        snapshot = monitor.snapshot if monitor else None
-        if snapshot is None:
-            return json_response({"available": False, "reason": "no system sample taken yet"})
-        return json_response(thermal_report(snapshot, list(self.config.backends), self.config.system,
-                                            now=time.monotonic()))
+        return json_response(self.views.thermal())
 
     async def health(self, request: web.Request) -> web.Response:
-        backends = {b.id: {"reachable": b.reachable, "endpoint": b.config.endpoint, "type": b.config.type,
-                           "error": b.last_error} for b in self.pool}
-        ok = any(b["reachable"] for b in backends.values())
-        return json_response({
-            "status": "ok" if ok else "degraded",
-            "version": __version__,
-            "backends": backends,
-            "context": {"sizes": list(self.config.context.sizes),
-                        "default_route": self.config.context.default_route.value, **self.context.stats()},
-        })
+        return json_response(self.views.health())
 
 
-def build_http_app(config: Config, pool: BackendPool, router: Router, context: ContextService) -> web.Application:
-    metrics = Metrics(pool, router, context)
-    proxy = ProxyHandler(config, pool, router, context, metrics)
-    admin = AdminEndpoints(config, pool, router, context)
-    edge = EdgeLimits(max_connections=config.server.max_connections,
-                      header_timeout_s=config.server.header_timeout_s,
-                      keepalive_timeout_s=config.server.keepalive_timeout_s,
-                      on_internal_error=lambda: metrics.count_failure("internal_error"))
+def build_http_app(config: Config, *, front: HttpFront, admin: AdminEndpoints, metrics: Metrics,
+                   edge: EdgeLimits) -> web.Application:
+    """The routes and their guards over the parts the composition root built."""
     # Authentication and CORS wrap each route's handler rather than being aiohttp middlewares:
     # aiohttp builds the middleware chain on every request, which cost more than the checks.
     guards: list[Callable[[Handler], Handler]] = []
@@ -110,7 +78,7 @@ def build_http_app(config: Config, pool: BackendPool, router: Router, context: C
         return handler
 
     app = web.Application(client_max_size=config.server.max_body_bytes)
-    app[PROXY_KEY] = proxy
+    app[FRONT_KEY] = front
     app[EDGE_KEY] = edge
     if cors is not None:
         app.on_response_prepare.append(cors.on_prepare)
@@ -121,7 +89,7 @@ def build_http_app(config: Config, pool: BackendPool, router: Router, context: C
     app.router.add_get("/thermal", guarded(admin.thermal))
     app.router.add_get("/metrics", guarded(metrics.handle))
     # [\s\S]: a decoded path may hold a newline (%0A), which ".*" would leave to aiohttp's text 404.
-    app.router.add_route("*", r"/{tail:[\s\S]*}", guarded(proxy.handle))
+    app.router.add_route("*", r"/{tail:[\s\S]*}", guarded(front.handle))
     return app
 
 

@@ -33,7 +33,6 @@ from ollama_proxy.config.schema import SystemConfig
 from ollama_proxy.core.modes import EfficiencyMode
 from ollama_proxy.core.system.efficiency import AutoState, resolve_auto_mode
 from ollama_proxy.core.system.telemetry import SystemSnapshot
-from ollama_proxy.service.tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +117,8 @@ class SystemMonitor:
     async def __aenter__(self) -> SystemMonitor:
         # Sample before returning so GET /thermal and auto mode have data from the first request.
         await self._sample_logged()
-        self._task = spawn(self._run(), name="system-monitor")
+        # Kept in self._task and cancelled on exit: the monitor owns its one task.
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="system-monitor")
         return self
 
     async def __aexit__(

@@ -1,5 +1,5 @@
-"""The client side: one pooled aiohttp session per backend, and the one place that knows
-aiohttp's client exceptions.
+"""The `service.transport` port over aiohttp's client: one pooled session per backend, and the one
+place that knows aiohttp's client exceptions.
 
 Everything above this module sees `UpstreamConnectError` / `UpstreamTimeout` from
 `ollama_proxy.errors`, never an aiohttp type: sending, waiting for the answer and reading its body
@@ -13,56 +13,23 @@ target such as `//host:port/...` must not be able to name another server.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import aiohttp
 import orjson
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 from yarl import URL
 
+from ollama_proxy.config.schema import BackendConfig, RouterConfig
 from ollama_proxy.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
+from ollama_proxy.service.transport import ERROR_BODY_LIMIT, Body, Headers
 
-# Connection-level headers are meaningful for one hop only (RFC 9110 7.6.1). Host is rewritten
-# because Ollama's DNS-rebinding check refuses foreign hosts with an empty 403; Origin is
-# dropped because Ollama refuses unknown origins the same way: the proxy does CORS itself.
-_REQUEST_DROP = frozenset(h.lower() for h in (
-    "Connection", "Keep-Alive", "Proxy-Authorization", "Proxy-Connection", "TE", "Trailer",
-    "Transfer-Encoding", "Upgrade", "Host", "Origin", "Content-Length", "Expect",
-))
-_RESPONSE_DROP = frozenset(h.lower() for h in (
-    "Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length", "Date", "Server", "Trailer",
-    "Upgrade", "Proxy-Connection", "Access-Control-Allow-Origin", "Access-Control-Allow-Credentials",
-    "Access-Control-Allow-Headers", "Access-Control-Allow-Methods", "Access-Control-Expose-Headers",
-))
-
-
-def forwardable_request_headers(headers: Mapping[str, str], extra_drop: frozenset[str] = frozenset()
-                                ) -> CIMultiDict[str]:
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        lowered = name.lower()
-        if lowered not in _REQUEST_DROP and lowered not in extra_drop:
-            out.add(name, value)
-    return out
-
-
-def forwardable_response_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        if name.lower() not in _RESPONSE_DROP:
-            out.add(name, value)
-    return out
-
-
-# An error body is read to explain or classify the failure, never relayed in bulk: this much of it
-# is kept and the rest is dropped with the connection.
-ERROR_BODY_LIMIT = 32 * 1024
 _URL_CACHE_SIZE = 256
 
 
-class UpstreamReply:
+class AiohttpReply:
     """A backend's answer once its status line and headers arrived; every body read is translated.
 
     The idle timeout (silence between two reads) replaces the first-byte timeout as soon as the
@@ -72,7 +39,7 @@ class UpstreamReply:
 
     __slots__ = ("_error_body", "_response", "_upstream", "content_length", "headers", "status")
 
-    def __init__(self, response: aiohttp.ClientResponse, upstream: Upstream) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, upstream: AiohttpBackendClient) -> None:
         self._response = response
         self._upstream = upstream
         self.status = response.status
@@ -144,7 +111,16 @@ class UpstreamReply:
         self._response.close()
 
 
-class Upstream:
+class AiohttpTransport:
+    """Makes an aiohttp client per backend, with the router's timeouts."""
+
+    def client_for(self, backend: BackendConfig, router: RouterConfig) -> AiohttpBackendClient:
+        return AiohttpBackendClient(backend.id, backend.endpoint, connect_timeout_s=router.connect_timeout_s,
+                                    first_byte_timeout_s=router.first_byte_timeout_s,
+                                    idle_timeout_s=router.idle_timeout_s, api_key=backend.api_key)
+
+
+class AiohttpBackendClient:
     """A keep-alive connection pool to one backend."""
 
     def __init__(self, backend_id: str, base_url: str, *, connect_timeout_s: float,
@@ -202,8 +178,8 @@ class Upstream:
         return url
 
     @asynccontextmanager
-    async def open(self, method: str, path: str, *, query: Any = None, headers: Mapping[str, str] | None = None,
-                   data: Any = None) -> AsyncIterator[UpstreamReply]:
+    async def open(self, method: str, path: str, *, query: str | None = None, headers: Headers = (),
+                   body: Body = None) -> AsyncIterator[AiohttpReply]:
         """Send a request and yield the reply once its status line and headers arrived.
 
         Errors while sending, waiting and reading the body are `UpstreamError`s; what goes wrong
@@ -211,14 +187,15 @@ class Upstream:
         away is not the backend's fault).
         """
         if self._auth:
-            headers = {**(headers or {}), **self._auth}
+            # The backend's own key replaces whatever the client sent in its place.
+            headers = [*((k, v) for k, v in headers if k.lower() != "authorization"), *self._auth.items()]
         url = self.url(path)
         # A pooled keep-alive connection the backend closed while idle fails before any answer;
         # a request whose body is in memory is safe to send once more on a fresh connection.
-        attempts = 2 if data is None or isinstance(data, bytes) else 1
+        attempts = 2 if body is None or isinstance(body, bytes) else 1
         for attempt in range(attempts):
             try:
-                response = await self.session.request(method, url, params=query, headers=headers, data=data,
+                response = await self.session.request(method, url, params=query, headers=headers, data=body,
                                                       allow_redirects=False)
                 break
             except (TimeoutError, aiohttp.ClientError) as exc:
@@ -231,7 +208,7 @@ class Upstream:
                 protocol.read_timeout = self._idle_timeout_s
                 protocol.start_timeout()  # the headers' arrival already armed the first-byte timer
         try:
-            yield UpstreamReply(response, self)
+            yield AiohttpReply(response, self)
         finally:
             response.release()
 

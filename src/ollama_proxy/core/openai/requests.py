@@ -20,6 +20,7 @@ from typing import Any
 from ollama_proxy.core.openai import fields
 from ollama_proxy.core.openai.errors import OpenAIRequestError
 from ollama_proxy.core.openai.messages import messages_to_native
+from ollama_proxy.core.operations import Operation
 
 
 class RequestKind(StrEnum):
@@ -118,10 +119,11 @@ def embeddings_to_native(body: Any) -> NativeRequest:
                          ReplyContext(RequestKind.EMBEDDING, model, encoding_format=encoding))
 
 
-TRANSLATORS: dict[str, Callable[[Any], NativeRequest]] = {
-    "/v1/chat/completions": chat_to_native,
-    "/v1/completions": completion_to_native,
-    "/v1/embeddings": embeddings_to_native,
+# An OpenAI client's operation, as a native call.
+TRANSLATORS: dict[Operation, Callable[[Any], NativeRequest]] = {
+    Operation.CHAT: chat_to_native,
+    Operation.COMPLETION: completion_to_native,
+    Operation.EMBED: embeddings_to_native,
 }
 
 

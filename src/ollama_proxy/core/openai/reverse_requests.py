@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from ollama_proxy.core.openai.messages import messages_to_openai
+from ollama_proxy.core.operations import Operation
 from ollama_proxy.errors import BadRequest
 
 CHAT_PATH = "/v1/chat/completions"
@@ -108,10 +109,11 @@ def embed_to_openai(body: Any) -> OpenAIRequest:
     return OpenAIRequest(EMBEDDINGS_PATH, openai, context)
 
 
-REVERSE_TRANSLATORS: dict[str, Callable[[Any], OpenAIRequest]] = {
-    "/api/chat": chat_to_openai,
-    "/api/generate": generate_to_openai,
-    "/api/embed": embed_to_openai,
+# An Ollama client's operation, as a call to an OpenAI-type backend.
+REVERSE_TRANSLATORS: dict[Operation, Callable[[Any], OpenAIRequest]] = {
+    Operation.CHAT: chat_to_openai,
+    Operation.GENERATE: generate_to_openai,
+    Operation.EMBED: embed_to_openai,
 }
 
 

@@ -6,8 +6,8 @@ then content / reasoning / tool-call deltas, then a finish chunk with `delta: {}
 
 A stream must never end silently: a native `{"error": ...}` line becomes an SSE error event
 (and no `[DONE]`, so SDKs raise instead of returning a partial answer), and `close()` at the
-upstream's end of file says so when no `done` line came. Nothing here does I/O; the caller
-writes the returned bytes.
+upstream's end of file says so when no `done` line came. Nothing here does I/O or framing: the
+caller gets event dicts (and `END_OF_STREAM` for `[DONE]`) and frames them as SSE.
 """
 
 from __future__ import annotations
@@ -22,18 +22,20 @@ from ollama_proxy.core.openai.responses import (
     tool_calls_to_openai,
     usage,
 )
-from ollama_proxy.core.openai.sse import DONE_EVENT, encode_event
+from ollama_proxy.core.streams import END_OF_STREAM, EndOfStream
+
+Event = dict[str, Any] | EndOfStream
 
 UNFINISHED_STREAM = "the backend closed the stream before it finished"
 
 
 class StreamTranslator:
-    """Feed parsed native lines, write back the bytes each call returns (often several events).
+    """Feed parsed native lines, send on the events each call returns (often several).
 
     >>> t = StreamTranslator(ReplyContext(RequestKind.CHAT, "m", stream=True),
     ...                      completion_id="chatcmpl-1", created=0)
-    >>> t.feed({"message": {"content": "Hi"}, "done": False}).count(b"data: ")
-    2
+    >>> [e["choices"][0]["delta"] for e in t.feed({"message": {"content": "Hi"}, "done": False})]
+    [{'role': 'assistant', 'content': ''}, {'content': 'Hi'}]
     """
 
     def __init__(self, context: ReplyContext, *, completion_id: str, created: int) -> None:
@@ -53,37 +55,37 @@ class StreamTranslator:
         """True once `[DONE]` or an error event was produced; later calls return nothing."""
         return self._finished
 
-    def feed(self, native: dict[str, Any]) -> bytes:
+    def feed(self, native: dict[str, Any]) -> list[Event]:
         if self._finished:
-            return b""
+            return []
         if "error" in native:
             error = native["error"]
             return self.abort(error if isinstance(error, str) else str(error))
-        events = self._chat_deltas(native) if self._chat else self._text_deltas(native)
+        events: list[Event] = []
+        events += self._chat_deltas(native) if self._chat else self._text_deltas(native)
         if native.get("done"):
             events.extend(self._end(native))
-        return b"".join(events)
+        return events
 
-    def abort(self, message: str, status: int = 500) -> bytes:
-        """The error event that ends a stream that failed (b"" if it already ended)."""
+    def abort(self, message: str, status: int = 500) -> list[Event]:
+        """The error event that ends a stream that failed (nothing if it already ended)."""
         if self._finished:
-            return b""
+            return []
         self._finished = True
-        return encode_event(openai_error(message, status)[1])
+        return [openai_error(message, status)[1]]
 
-    def close(self) -> bytes:
+    def close(self) -> list[Event]:
         """Call at the upstream's end of file: an error event unless the stream already ended."""
         return self.abort(UNFINISHED_STREAM, 502)
 
-    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        return encode_event({"id": self._id, "object": self._object, "created": self._created,
-                             "model": self._context.model, "system_fingerprint": SYSTEM_FINGERPRINT,
-                             "choices": choices, **extra})
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return {"id": self._id, "object": self._object, "created": self._created, "model": self._context.model,
+                "system_fingerprint": SYSTEM_FINGERPRINT, "choices": choices, **extra}
 
-    def _delta(self, delta: dict[str, Any], reason: str | None = None) -> bytes:
+    def _delta(self, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
         return self._chunk([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}])
 
-    def _chat_deltas(self, native: dict[str, Any]) -> list[bytes]:
+    def _chat_deltas(self, native: dict[str, Any]) -> list[dict[str, Any]]:
         message = native.get("message") or {}
         events = []
         if not self._started:
@@ -102,18 +104,18 @@ class StreamTranslator:
             events.append(self._delta({"tool_calls": deltas}))
         return events
 
-    def _text_deltas(self, native: dict[str, Any]) -> list[bytes]:
+    def _text_deltas(self, native: dict[str, Any]) -> list[dict[str, Any]]:
         text = native.get("response")
         return [self._text_choice(text)] if text else []
 
-    def _text_choice(self, text: str, reason: str | None = None) -> bytes:
+    def _text_choice(self, text: str, reason: str | None = None) -> dict[str, Any]:
         return self._chunk([{"index": 0, "text": text, "logprobs": None, "finish_reason": reason}])
 
-    def _end(self, native: dict[str, Any]) -> list[bytes]:
+    def _end(self, native: dict[str, Any]) -> list[Event]:
         self._finished = True
         reason = finish_reason(native.get("done_reason"), self._tool_calls > 0)
-        events = [self._delta({}, reason) if self._chat else self._text_choice("", reason)]
+        events: list[Event] = [self._delta({}, reason) if self._chat else self._text_choice("", reason)]
         if self._context.include_usage:
             events.append(self._chunk([], usage=usage(native)))
-        events.append(DONE_EVENT)
+        events.append(END_OF_STREAM)
         return events

@@ -1,0 +1,263 @@
+"""The one request pipeline every front goes through: count -> route -> admit -> send -> fail over ->
+relay -> learn.
+
+`Pipeline.run(call)` is an async context manager that yields the `Reply`. While the front drains it,
+the pipeline keeps the call's admission slot and upstream connection; leaving the context releases
+both (a front whose client went away leaves it with the cancellation, which tells the backend's
+breaker nothing and cancels the upstream request). The rule "fail over only before the first byte"
+holds by construction: everything that can still fail over — connecting, the response headers, an
+error body, a whole reply, the first piece of a stream — happens before the reply is yielded, and
+after that a failure can only end the stream (`relays`).
+
+Hot path: the body is re-encoded only when something in it changed (sizing, translation), and a
+relayed stream's bytes are not parsed, except the last line, for learning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+import orjson
+
+from ollama_proxy.config.schema import Config
+from ollama_proxy.core.ollama_api import SizeMode
+from ollama_proxy.core.openai.requests import TRANSLATORS, NativeRequest
+from ollama_proxy.core.openai.reverse_requests import REVERSE_TRANSLATORS, is_load_only
+from ollama_proxy.core.openai.reverse_responses import load_only_reply
+from ollama_proxy.core.operations import Dialect, Operation
+from ollama_proxy.core.routing.breaker import Outcome, classify_status
+from ollama_proxy.core.routing.select import RoutingDecision, fail_over
+from ollama_proxy.core.routing.state import RouteRequest
+from ollama_proxy.errors import BadRequest, NoBackendAvailable, OllamaProxyError, UpstreamError, UpstreamTimeout
+from ollama_proxy.service import relays
+from ollama_proxy.service.context import ContextService, Sizing
+from ollama_proxy.service.listings import Listings
+from ollama_proxy.service.pool import Backend, BackendPool
+from ollama_proxy.service.reply import Call, CallRecord, Framing, Reply
+from ollama_proxy.service.router import Router
+from ollama_proxy.service.transport import Body
+
+log = logging.getLogger("ollama_proxy.pipeline")
+
+Relay = Callable[..., Awaitable[Reply]]
+# Ollama reports time spent getting a runner: more than a blink means a load or reload happened,
+# so /api/ps is worth reading again (on a warm model it is not).
+_LOAD_NOTICEABLE_NS = 50_000_000
+
+
+class Pipeline:
+    def __init__(self, config: Config, pool: BackendPool, router: Router, context: ContextService,
+                 listings: Listings, *, on_failure: Callable[[str], None] = lambda kind: None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.pool = pool
+        self.router = router
+        self.context = context
+        self.listings = listings
+        self._on_failure = on_failure
+        self._clock = clock
+        self._max_failover = config.router.max_failover
+        self._management_default = config.router.default_backend
+        # A lone OpenAI-type backend has no /api/tags of its own: the merged view translates it.
+        self._merging = sum(b.enabled for b in config.backends) > 1 or any(
+            b.enabled and b.type == "openai" for b in config.backends)
+
+    @asynccontextmanager
+    async def run(self, call: Call, record: CallRecord | None = None) -> AsyncIterator[Reply]:
+        """The call's reply. `record` (made here when not given) fills in as the pipeline decides, so a
+        front can explain a refusal too: the routing and sizing decided before it failed."""
+        record = record if record is not None else CallRecord(started=self._clock())
+        op = call.operation
+        if op.merged and call.method == "GET" and call.hints.target is None and (
+                op is Operation.MODELS or self._merging):
+            yield Reply(200, record, Framing.JSON, body=await self._listing(call))
+            return
+        native = None
+        if call.dialect is Dialect.OPENAI and call.body is not None and op in TRANSLATORS:
+            native = TRANSLATORS[op](call.body)
+        sizing = await self._count(call, native)
+        required = self.context.required(sizing, op, call.body or {}) if sizing else None
+        route = replace(call.hints, model=_routing_model(call), context_tokens=required)
+        if route.target is None and op.management and self._management_default:
+            route = replace(route, target=self._management_default)
+        decision = self.router.decide(route)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s routed to %s (%s); alternatives %s; excluded %s", call.request_id,
+                      decision.backend_id, decision.reason, ",".join(decision.alternatives) or "-",
+                      dict(decision.excluded) or "-")
+        async with AsyncExitStack() as held:
+            reply, backend = await self._dispatch(call, record, route, decision, native, sizing, held)
+            try:
+                yield reply
+            except (asyncio.CancelledError, ConnectionResetError):
+                self.pool.record(backend, Outcome.CLIENT_GONE)
+                raise
+            finally:
+                if reply.stream is not None:
+                    await reply.stream.aclose()
+            if op.management and reply.status < 400:
+                self.pool.refresh_models_soon(backend)
+
+    async def _listing(self, call: Call) -> dict[str, Any]:
+        if call.operation is Operation.MODELS:
+            return await self.listings.openai_models(call.model_id)
+        return await self.listings.merged(running=call.operation is Operation.PS)
+
+    async def _count(self, call: Call, native: NativeRequest | None) -> Sizing | None:
+        if call.size_mode is SizeMode.PASSTHROUGH or not call.model or call.body is None:
+            return None
+        if native is None and not call.operation.runs_model:
+            return None
+        counted = native.body if native is not None else call.body
+        return await self.context.count(call.model, counted, self.pool.holder_of(call.model))
+
+    async def _dispatch(self, call: Call, record: CallRecord, route: RouteRequest, decision: RoutingDecision,
+                        native: NativeRequest | None, sizing: Sizing | None, held: AsyncExitStack
+                        ) -> tuple[Reply, Backend]:
+        """Try the chosen backend, then the alternatives, until one answers; what the answering attempt
+        holds (its admission slot, its upstream reply) moves to `held`."""
+        # A streamed request body (blob upload) can be sent once only: no failover for it.
+        attempts = 1 if call.upload is not None else 1 + self._max_failover
+        last_error: OllamaProxyError | None = None
+        for attempt in range(attempts):
+            backend = self.pool.backends[decision.backend_id]
+            is_last = attempt == attempts - 1 or not decision.alternatives
+            record.routing, record.backend_id = decision, backend.id
+            why = "unreachable"
+            async with AsyncExitStack() as trying:
+                try:
+                    record.queued_ms = await trying.enter_async_context(backend.gate.admit(route.priority))
+                    prepared = await self._prepare(call, record, backend, native, sizing)
+                    if isinstance(prepared, Reply):
+                        await held.enter_async_context(trying.pop_all())
+                        return prepared, backend
+                    path, body, relay = prepared
+                    self.pool.dispatching(backend)
+                    upstream = await trying.enter_async_context(backend.client.open(
+                        call.method, path, query=call.query, headers=self._headers(call, backend), body=body))
+                    outcome = Outcome.SUCCESS
+                    if upstream.status >= 500:
+                        error_text = (await upstream.read_error_body()).decode(errors="replace")
+                        outcome = classify_status(upstream.status, error_text)
+                    self.pool.record(backend, outcome)
+                    # A request the backend refused as invalid would fail the same way everywhere.
+                    if outcome is Outcome.SUCCESS or outcome is Outcome.REQUEST_FAULT or is_last:
+                        record.first_byte = self._clock()
+                        reply = await relay(upstream, backend_id=backend.id, record=record,
+                                            learner=_Learning(self, call, record, backend, sizing))
+                        await held.enter_async_context(trying.pop_all())
+                        return reply, backend
+                    why = f"HTTP {upstream.status}"
+                    log.warning("%s backend %s answered %d (%s); failing over", call.request_id, backend.id,
+                                upstream.status, error_text[:200])
+                except UpstreamError as exc:
+                    last_error = exc
+                    self.pool.record(backend, Outcome.TIMEOUT if isinstance(exc, UpstreamTimeout)
+                                     else Outcome.CONNECT_ERROR)
+                    self.pool.mark_unreachable(backend, str(exc))
+                    why = "timed out" if isinstance(exc, UpstreamTimeout) else "unreachable"
+                    log.warning("%s %s", call.request_id, exc)
+                except NoBackendAvailable as exc:
+                    # Queue full here: another backend may still have room.
+                    if exc.status != 429 or is_last:
+                        raise
+                    last_error, why = exc, "queue full"
+                except (asyncio.CancelledError, ConnectionResetError):
+                    self.pool.record(backend, Outcome.CLIENT_GONE)
+                    raise
+            if is_last:
+                break
+            successor = self.pool.backends[decision.alternatives[0]]
+            decision = fail_over(decision, backend.id, why, power_w=successor.config.characteristics.power_watts)
+        raise last_error or NoBackendAvailable("no backend could take the request")
+
+    async def _prepare(self, call: Call, record: CallRecord, backend: Backend, native: NativeRequest | None,
+                       sizing: Sizing | None) -> tuple[str, Body, Relay] | Reply:
+        """What to send to this backend (path, body) and how to relay its answer back."""
+        op = call.operation
+        if not backend.is_ollama and call.dialect is Dialect.OLLAMA:
+            if op not in REVERSE_TRANSLATORS or call.body is None:
+                raise BadRequest(f"backend {backend.id!r} is an OpenAI-type server: it has no {call.path}", 501)
+            request = REVERSE_TRANSLATORS[op](call.body)
+            if is_load_only(request.context.kind, call.body):
+                return Reply(200, record, Framing.JSON, body=load_only_reply(request.context, time.time()))
+            return request.path, orjson.dumps(request.body), partial(relays.native_from_openai,
+                                                                    context=request.context)
+        path, body = call.path, call.body
+        relay: Relay = partial(relays.relay, operation=op, dialect=call.dialect)
+        if backend.is_ollama and native is not None:
+            path, body = native.path, dict(native.body)
+            relay = partial(relays.openai_from_native, context=native.context)
+        if sizing is not None and backend.is_ollama and body is not None:
+            body = dict(body)
+            record.sizing = await self.context.size(sizing, backend, op, body, call.fixed_size)
+        if call.upload is not None:
+            return path, call.upload, relay
+        return path, orjson.dumps(body) if body is not call.body else call.raw_body, relay
+
+    @staticmethod
+    def _headers(call: Call, backend: Backend) -> tuple[tuple[str, str], ...]:
+        # One id in the client's, the proxy's and the backend's logs, unless an OpenAI-type server
+        # would refuse it.
+        if backend.is_ollama or call.request_id_is_uuid:
+            return (*call.headers, ("X-Request-ID", call.request_id))
+        return tuple(call.headers)
+
+    def stream_failed(self, call: Call, record: CallRecord, backend: Backend, reason: str,
+                      error: UpstreamError | None) -> None:
+        """A stream under way broke: logged as a failure, counted, and held against the backend when the
+        backend broke it."""
+        record.failure = reason
+        self._on_failure("stream_broken")
+        if error is not None:
+            self.pool.record(backend, Outcome.TIMEOUT if isinstance(error, UpstreamTimeout) else Outcome.CONNECT_ERROR)
+        log.warning("%s stream broken: %s", call.request_id, reason)
+
+    def finished(self, call: Call, record: CallRecord, backend: Backend, sizing: Sizing | None,
+                 final: dict[str, Any] | None) -> None:
+        """Learn from a finished inference: latency, calibration, truncation, residency."""
+        if final is None or not call.model:
+            return
+        now = self._clock()
+        self.router.observe_latency(backend, call.model, ttft_ms=((record.first_byte or now) - record.started) * 1000,
+                                    total_ms=(now - record.started) * 1000, final=final)
+        if sizing is not None and backend.is_ollama and self.context.observe(sizing, final, backend):
+            record.truncated = f"prompt_eval_count={final.get('prompt_eval_count')} counted={sizing.count.tokens}"
+        load_ns = final.get("load_duration")
+        if backend.loaded_context(call.model) is None or (isinstance(load_ns, int) and load_ns > _LOAD_NOTICEABLE_NS):
+            self.pool.refresh_loaded_soon(backend)
+
+
+class _Learning:
+    """One attempt's `relays.Learner`: what the relay reports goes to the pipeline with the call's facts."""
+
+    __slots__ = ("_backend", "_call", "_pipeline", "_record", "_sizing")
+
+    def __init__(self, pipeline: Pipeline, call: Call, record: CallRecord, backend: Backend,
+                 sizing: Sizing | None) -> None:
+        self._pipeline, self._call, self._record = pipeline, call, record
+        self._backend, self._sizing = backend, sizing
+
+    def final(self, final: dict[str, Any] | None) -> None:
+        self._pipeline.finished(self._call, self._record, self._backend, self._sizing, final)
+
+    def failed(self, reason: str, error: UpstreamError | None) -> None:
+        self._pipeline.stream_failed(self._call, self._record, self._backend, reason, error)
+
+
+def _routing_model(call: Call) -> str | None:
+    """The model a call must find on its backend. A pull brings one that exists nowhere yet, and a
+    create needs only its base (`from`) where it runs."""
+    if call.operation is Operation.PULL:
+        return None
+    if call.operation is Operation.CREATE and call.body is not None:
+        base = call.body.get("from")
+        return base if isinstance(base, str) and base else None
+    return call.model
+
