@@ -69,13 +69,13 @@ class Backend:
         self.on_change = on_change
         self.client = client
         self._clock = clock
-        self.reachable: bool | None = None
+        self.reachable = None
         self.last_error: str | None = None
         self.version: str | None = None
-        self.models: set[str] | None = None
+        self.models = None
         self.tags: list[dict[str, Any]] = []  # /api/tags entries as the backend reported them
         self.digests: dict[str, str] = {}  # canonical model -> digest (names the exact tokenizer)
-        self.loaded: dict[str, int] = {}
+        self.loaded = {}
         self.ps: list[dict[str, Any]] = []
         self.breaker = CircuitBreaker(router.breaker_failures, router.breaker_reset_s,
                                       on_change=lambda: self.on_change())
@@ -98,7 +98,8 @@ class Backend:
         return self.digests.get(canonical_model(model))
 
     def loaded_context(self, model: str) -> int | None:
-        return self.loaded.get(canonical_model(model))
+        loaded: dict[str, int] = self.loaded
+        return loaded.get(canonical_model(model))
 
     async def check_health(self) -> bool:
         path = "/api/version" if self.is_ollama else "/v1/models"

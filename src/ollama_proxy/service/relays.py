@@ -173,7 +173,7 @@ async def _openai_events(upstream: UpstreamReply, chunk: bytes, translator: Stre
                          learner: Learner) -> AsyncGenerator[Piece, None]:
     splitter = LineSplitter()
     final: dict[str, Any] | None = None
-    while not translator.finished:
+    while True:  # until the translator finishes (a done line, an error) or the upstream ends
         failure: str | None = None
         try:
             lines = splitter.feed(chunk) if chunk else splitter.flush()
@@ -205,6 +205,7 @@ async def _openai_events(upstream: UpstreamReply, chunk: bytes, translator: Stre
             learner.failed(str(exc), exc)
             for event in translator.abort(str(exc), 502):
                 yield event
+            break
     learner.final(final)
 
 

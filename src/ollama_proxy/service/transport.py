@@ -30,9 +30,15 @@ Body = bytes | AsyncIterable[bytes] | None
 class UpstreamReply(Protocol):
     """A backend's answer once its status line and headers arrived."""
 
-    status: int
-    headers: Mapping[str, str]  # lookups are case-insensitive
-    content_length: int | None
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Lookups are case-insensitive."""
+
+    @property
+    def content_length(self) -> int | None: ...
 
     @property
     def is_sse(self) -> bool: ...

@@ -77,7 +77,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
     state, body = await read_request(request)
     name = body.get("model")
     model = find_model(state, name, "model '{name}' not found")
-    _check_chat_model(model, name, body, "generate")
+    _check_chat_model(model, str(name), body, "generate")
     if body.get("raw") and (body.get("template") or body.get("system") or body.get("context")):
         raise SimError(400, "raw mode does not support template, system, or context")
     if body.get("suffix"):
@@ -127,7 +127,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     state, body = await read_request(request)
     name = body.get("model")
     model = find_model(state, name, "model '{name}' not found")
-    _check_chat_model(model, name, body, "chat")
+    _check_chat_model(model, str(name), body, "chat")
     messages, tools = parse_messages(body.get("messages")), parse_tools(body.get("tools"))
     turn = Turn(model, messages=messages, tools=tools, **_turn_fields(body))
     base = {"model": name}

@@ -67,7 +67,7 @@ class _Headers(dict[str, str]):
     def __init__(self, items: Mapping[str, str]) -> None:
         super().__init__({k.lower(): v for k, v in items.items()})
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         return super().get(key.lower(), default)
 
 
@@ -130,8 +130,7 @@ class MemoryClient:
 
     async def _answer(self, method: str, path: str, query: str | None, headers: Headers,
                       body: Body) -> MemoryResponse:
-        streamed = body is not None and not isinstance(body, bytes)
-        data = b"".join([chunk async for chunk in body]) if streamed else (body or b"")  # type: ignore[union-attr]
+        data = body or b"" if body is None or isinstance(body, bytes) else b"".join([c async for c in body])
         request = MemoryRequest(self.backend_id, method, path, query, {k.lower(): v for k, v in headers}, data)
         self._transport.requests.append(request)
         handler = self._transport.handlers.get(self.backend_id)

@@ -188,7 +188,7 @@ def build_tokenizer(model_info: Mapping[str, Any]) -> GgufTokenizer:
         bos_id=_optional_int(model_info.get("tokenizer.ggml.bos_token_id")),
         eos_id=_optional_int(model_info.get("tokenizer.ggml.eos_token_id")),
         cuts_at_spaces=cuts_at_spaces,
-        separator=None if separator is None else (separator, tokenizer.token_to_id(separator)),
+        separator=_separator_with_id(tokenizer, separator),
     )
 
 
@@ -301,3 +301,9 @@ def _separator(specials: list[str]) -> str | None:
 
 def _optional_int(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _separator_with_id(tokenizer: Tokenizer, token: str | None) -> tuple[str, int] | None:
+    """The separator special token and its id, when the vocabulary really has it."""
+    token_id = None if token is None else tokenizer.token_to_id(token)
+    return None if token is None or token_id is None else (token, token_id)

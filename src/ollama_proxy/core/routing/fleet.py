@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -140,13 +140,13 @@ class Load:
         """Requests that would start before a new one at `priority`: in flight, queued at or above it."""
         if self.queued is None:
             return self.in_flight
-        return self.in_flight + self.queued[:, priority:].sum(axis=1)
+        return cast(np.ndarray, self.in_flight + self.queued[:, priority:].sum(axis=1))
 
     def busy(self) -> np.ndarray:
         """In flight plus every waiter."""
         if self.queued is None:
             return self.in_flight
-        return self.in_flight + self.queued.sum(axis=1)
+        return cast(np.ndarray, self.in_flight + self.queued.sum(axis=1))
 
 
 class QueueCounts(Protocol):

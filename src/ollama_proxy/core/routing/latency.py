@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -135,11 +135,14 @@ def estimate_latency_ms(view: BackendView, model: str | None,
 
 def default_service_ms(base_ms: _Number) -> _Number:
     """Slot hold time assumed where none was learned: at least as long as the first token takes."""
-    return np.maximum(DEFAULT_SERVICE_MS, base_ms)
+    # Any: numpy's result type does not follow the TypeVar (a float in, a numpy float out).
+    result: Any = np.maximum(DEFAULT_SERVICE_MS, base_ms)
+    return cast(_Number, result)
 
 
 def with_queue_wait(base_ms: _Number, service_ms: _Number, ahead: _Number, max_concurrent: _Number) -> _Number:
     """`base_ms` plus the wait behind `ahead` requests (in flight and queued before this one), which
     drain `max_concurrent` at a time. Works on numbers and elementwise on numpy arrays alike."""
     beyond = ahead - max_concurrent + 1
-    return np.where(beyond > 0, base_ms + beyond / max_concurrent * service_ms, base_ms)
+    result: Any = np.where(beyond > 0, base_ms + beyond / max_concurrent * service_ms, base_ms)
+    return cast(_Number, result)
