@@ -1,5 +1,6 @@
-"""Facts about Ollama's native API that the proxy decides with: which paths carry JSON, which
-stream by default, which run a model, and how a `/proxy-context/...` prefix splits off.
+"""Facts about Ollama's HTTP API that the proxy decides with: its path space, how a request path is
+normalised, how a `/proxy-context/...` prefix splits off, and how model names compare. (What each
+operation is — inference, management, merged — is `core.operations`.)
 
 Pure: it only looks at strings and dicts.
 """
@@ -10,18 +11,6 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
-
-# Paths whose POST body is a JSON object (Ollama answers 400 to malformed JSON on these).
-JSON_PATHS = frozenset({
-    "/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/api/show", "/api/pull",
-    "/api/push", "/api/create", "/api/copy", "/api/delete",
-})
-# Paths that run a model and so take `options.num_ctx`.
-INFERENCE_PATHS = frozenset({"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"})
-# Model-management calls: they change one server's state, so they go to one chosen backend.
-MANAGEMENT_PATHS = frozenset({"/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete"})
-# Views that merge every backend's answer when there are several.
-AGGREGATE_PATHS = frozenset({"/api/tags", "/api/ps"})
 
 CONTEXT_PREFIX = "/proxy-context/"
 # Ollama's whole path space: `/` ("Ollama is running"), the native API and the OpenAI-compatible
