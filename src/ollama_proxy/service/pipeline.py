@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -33,8 +33,7 @@ from ollama_proxy.core.openai.reverse_requests import REVERSE_TRANSLATORS, is_lo
 from ollama_proxy.core.openai.reverse_responses import load_only_reply
 from ollama_proxy.core.operations import Dialect, Operation
 from ollama_proxy.core.routing.breaker import Outcome, classify_status
-from ollama_proxy.core.routing.select import RoutingDecision, fail_over
-from ollama_proxy.core.routing.state import RouteRequest
+from ollama_proxy.core.routing.select import fail_over
 from ollama_proxy.errors import BadRequest, NoBackendAvailable, OllamaProxyError, UpstreamError, UpstreamTimeout
 from ollama_proxy.service import relays
 from ollama_proxy.service.context import ContextService, Sizing
@@ -91,18 +90,74 @@ class Pipeline:
             log.debug("%s routed to %s (%s); alternatives %s; excluded %s", call.request_id,
                       decision.backend_id, decision.reason, ",".join(decision.alternatives) or "-",
                       dict(decision.excluded) or "-")
-        async with AsyncExitStack() as held:
-            reply, backend = await self._dispatch(call, record, route, decision, native, sizing, held)
+        # A streamed request body (blob upload) can be sent once only: no failover for it.
+        attempts = 1 if call.upload is not None else 1 + self._max_failover
+        last_error: OllamaProxyError | None = None
+        for attempt in range(attempts):
+            backend = self.pool.backends[decision.backend_id]
+            is_last = attempt == attempts - 1 or not decision.alternatives
+            record.routing, record.backend_id = decision, backend.id
+            why = "unreachable"
+            # The attempt's admission slot and upstream reply stay held while the front drains the
+            # reply (the yields below are inside them); `delivered` tells a failure of this attempt,
+            # which may fail over, from one thrown in by the front, which may not.
+            delivered = False
             try:
-                yield reply
+                async with backend.gate.admit(route.priority) as record.queued_ms:
+                    prepared = await self._prepare(call, record, backend, native, sizing)
+                    if isinstance(prepared, Reply):
+                        delivered = True
+                        yield prepared
+                        return
+                    path, body, relay = prepared
+                    self.pool.dispatching(backend)
+                    async with backend.client.open(call.method, path, query=call.query,
+                                                   headers=self._headers(call, backend), body=body) as upstream:
+                        outcome = Outcome.SUCCESS
+                        if upstream.status >= 500:
+                            error_text = (await upstream.read_error_body()).decode(errors="replace")
+                            outcome = classify_status(upstream.status, error_text)
+                        self.pool.record(backend, outcome)
+                        # A request the backend refused as invalid would fail the same way everywhere.
+                        if outcome is Outcome.SUCCESS or outcome is Outcome.REQUEST_FAULT or is_last:
+                            record.first_byte = self._clock()
+                            reply = await relay(upstream, backend_id=backend.id, record=record,
+                                                learner=_Learning(self, call, record, backend, sizing))
+                            delivered = True
+                            try:
+                                yield reply
+                            finally:
+                                if reply.stream is not None:
+                                    await reply.stream.aclose()
+                            if op.management and reply.status < 400:
+                                self.pool.refresh_models_soon(backend)
+                            return
+                        why = f"HTTP {upstream.status}"
+                        log.warning("%s backend %s answered %d (%s); failing over", call.request_id,
+                                    backend.id, upstream.status, error_text[:200])
+            except UpstreamError as exc:
+                if delivered:
+                    raise
+                last_error = exc
+                self.pool.record(backend, Outcome.TIMEOUT if isinstance(exc, UpstreamTimeout)
+                                 else Outcome.CONNECT_ERROR)
+                self.pool.mark_unreachable(backend, str(exc))
+                why = "timed out" if isinstance(exc, UpstreamTimeout) else "unreachable"
+                log.warning("%s %s", call.request_id, exc)
+            except NoBackendAvailable as exc:
+                # Queue full here: another backend may still have room.
+                if delivered or exc.status != 429 or is_last:
+                    raise
+                last_error, why = exc, "queue full"
             except (asyncio.CancelledError, ConnectionResetError):
+                # The client went away, waiting or while its reply was drained: nothing about the backend.
                 self.pool.record(backend, Outcome.CLIENT_GONE)
                 raise
-            finally:
-                if reply.stream is not None:
-                    await reply.stream.aclose()
-            if op.management and reply.status < 400:
-                self.pool.refresh_models_soon(backend)
+            if is_last:
+                break
+            successor = self.pool.backends[decision.alternatives[0]]
+            decision = fail_over(decision, backend.id, why, power_w=successor.config.characteristics.power_watts)
+        raise last_error or NoBackendAvailable("no backend could take the request")
 
     async def _listing(self, call: Call) -> dict[str, Any]:
         if call.operation is Operation.MODELS:
@@ -116,66 +171,6 @@ class Pipeline:
             return None
         counted = native.body if native is not None else call.body
         return await self.context.count(call.model, counted, self.pool.holder_of(call.model))
-
-    async def _dispatch(self, call: Call, record: CallRecord, route: RouteRequest, decision: RoutingDecision,
-                        native: NativeRequest | None, sizing: Sizing | None, held: AsyncExitStack
-                        ) -> tuple[Reply, Backend]:
-        """Try the chosen backend, then the alternatives, until one answers; what the answering attempt
-        holds (its admission slot, its upstream reply) moves to `held`."""
-        # A streamed request body (blob upload) can be sent once only: no failover for it.
-        attempts = 1 if call.upload is not None else 1 + self._max_failover
-        last_error: OllamaProxyError | None = None
-        for attempt in range(attempts):
-            backend = self.pool.backends[decision.backend_id]
-            is_last = attempt == attempts - 1 or not decision.alternatives
-            record.routing, record.backend_id = decision, backend.id
-            why = "unreachable"
-            async with AsyncExitStack() as trying:
-                try:
-                    record.queued_ms = await trying.enter_async_context(backend.gate.admit(route.priority))
-                    prepared = await self._prepare(call, record, backend, native, sizing)
-                    if isinstance(prepared, Reply):
-                        await held.enter_async_context(trying.pop_all())
-                        return prepared, backend
-                    path, body, relay = prepared
-                    self.pool.dispatching(backend)
-                    upstream = await trying.enter_async_context(backend.client.open(
-                        call.method, path, query=call.query, headers=self._headers(call, backend), body=body))
-                    outcome = Outcome.SUCCESS
-                    if upstream.status >= 500:
-                        error_text = (await upstream.read_error_body()).decode(errors="replace")
-                        outcome = classify_status(upstream.status, error_text)
-                    self.pool.record(backend, outcome)
-                    # A request the backend refused as invalid would fail the same way everywhere.
-                    if outcome is Outcome.SUCCESS or outcome is Outcome.REQUEST_FAULT or is_last:
-                        record.first_byte = self._clock()
-                        reply = await relay(upstream, backend_id=backend.id, record=record,
-                                            learner=_Learning(self, call, record, backend, sizing))
-                        await held.enter_async_context(trying.pop_all())
-                        return reply, backend
-                    why = f"HTTP {upstream.status}"
-                    log.warning("%s backend %s answered %d (%s); failing over", call.request_id, backend.id,
-                                upstream.status, error_text[:200])
-                except UpstreamError as exc:
-                    last_error = exc
-                    self.pool.record(backend, Outcome.TIMEOUT if isinstance(exc, UpstreamTimeout)
-                                     else Outcome.CONNECT_ERROR)
-                    self.pool.mark_unreachable(backend, str(exc))
-                    why = "timed out" if isinstance(exc, UpstreamTimeout) else "unreachable"
-                    log.warning("%s %s", call.request_id, exc)
-                except NoBackendAvailable as exc:
-                    # Queue full here: another backend may still have room.
-                    if exc.status != 429 or is_last:
-                        raise
-                    last_error, why = exc, "queue full"
-                except (asyncio.CancelledError, ConnectionResetError):
-                    self.pool.record(backend, Outcome.CLIENT_GONE)
-                    raise
-            if is_last:
-                break
-            successor = self.pool.backends[decision.alternatives[0]]
-            decision = fail_over(decision, backend.id, why, power_w=successor.config.characteristics.power_watts)
-        raise last_error or NoBackendAvailable("no backend could take the request")
 
     async def _prepare(self, call: Call, record: CallRecord, backend: Backend, native: NativeRequest | None,
                        sizing: Sizing | None) -> tuple[str, Body, Relay] | Reply:

@@ -285,16 +285,20 @@ def _uuid_shaped(text: str) -> bool:
 
 async def _read_body(request: web.Request, limit: int, idle_timeout_s: float) -> bytes:
     """The request body, refused past `limit` bytes or after `idle_timeout_s` of silence from the client."""
+    content = request.content
     parts: list[bytes] = []
     size = 0
-    content = request.content
     while True:
-        try:
-            async with asyncio.timeout(idle_timeout_s):
-                chunk = await content.readany()
-        except TimeoutError:
-            raise BadRequest(f"the request body stopped arriving for {idle_timeout_s:g} s "
-                             "(server.header_timeout_s)", 408) from None
+        if content.is_eof():
+            # All of it is here (a small body usually arrives with the headers): nothing to wait for or time.
+            chunk = content.read_nowait()
+        else:
+            try:
+                async with asyncio.timeout(idle_timeout_s):
+                    chunk = await content.readany()
+            except TimeoutError:
+                raise BadRequest(f"the request body stopped arriving for {idle_timeout_s:g} s "
+                                 "(server.header_timeout_s)", 408) from None
         if not chunk:
             return b"".join(parts)
         size += len(chunk)

@@ -13,6 +13,7 @@ target such as `//host:port/...` must not be able to name another server.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -30,18 +31,15 @@ _URL_CACHE_SIZE = 256
 
 
 class AiohttpReply:
-    """A backend's answer once its status line and headers arrived; every body read is translated.
+    """A backend's answer once its status line and headers arrived; every body read is translated."""
 
-    The idle timeout (silence between two reads) replaces the first-byte timeout as soon as the
-    headers are in: both run on aiohttp's per-connection read timer, which costs no allocation
-    per chunk beyond what aiohttp does anyway.
-    """
+    __slots__ = ("_error_body", "_response", "_upstream", "_watch", "content_length", "headers", "status")
 
-    __slots__ = ("_error_body", "_response", "_upstream", "content_length", "headers", "status")
-
-    def __init__(self, response: aiohttp.ClientResponse, upstream: AiohttpBackendClient) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, upstream: AiohttpBackendClient,
+                 idle_timeout_s: float | None) -> None:
         self._response = response
         self._upstream = upstream
+        self._watch = _IdleWatch(response, idle_timeout_s) if idle_timeout_s else None
         self.status = response.status
         self.headers: CIMultiDictProxy[str] = response.headers
         self.content_length = response.content_length
@@ -57,10 +55,24 @@ class AiohttpReply:
 
     async def readany(self) -> bytes:
         """The next piece of the body as it arrived; b"" at its end."""
+        watch = self._watch
+        if watch is not None:
+            watch.reads += 1
+            watch.waiting = True
         try:
             return await self._response.content.readany()
         except (TimeoutError, aiohttp.ClientError) as exc:
+            if watch is not None and watch.fired:
+                raise self._upstream.silent() from exc
             raise self._upstream.translated(exc, reading=True) from exc
+        finally:
+            if watch is not None:
+                watch.waiting = False
+
+    def release(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        self._response.release()
 
     async def read(self, limit: int) -> bytes:
         """The whole body. A body longer than `limit` is a backend fault (UpstreamError), not a
@@ -111,6 +123,38 @@ class AiohttpReply:
         self._response.close()
 
 
+class _IdleWatch:
+    """Closes a reply whose body has been silent for the idle timeout.
+
+    One timer per idle period, not one per chunk (aiohttp's `sock_read` re-arms a timer on every
+    piece of data): each tick checks whether the read that was waiting at the last tick is still the
+    one waiting, so silence is caught between one and two periods after it began. Time spent writing
+    to a slow client is not silence: no read is waiting then.
+    """
+
+    __slots__ = ("_handle", "_response", "_seen", "_timeout_s", "fired", "reads", "waiting")
+
+    def __init__(self, response: aiohttp.ClientResponse, timeout_s: float) -> None:
+        self._response = response
+        self._timeout_s = timeout_s
+        self.reads = 0
+        self.waiting = False
+        self.fired = False
+        self._seen = -1
+        self._handle = asyncio.get_running_loop().call_later(timeout_s, self._tick)
+
+    def _tick(self) -> None:
+        if self.waiting and self.reads == self._seen:
+            self.fired = True
+            self._response.close()  # the waiting read fails, and is reported as silence
+            return
+        self._seen = self.reads
+        self._handle = asyncio.get_running_loop().call_later(self._timeout_s, self._tick)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 class AiohttpTransport:
     """Makes an aiohttp client per backend, with the router's timeouts."""
 
@@ -144,10 +188,9 @@ class AiohttpBackendClient:
         self._session = aiohttp.ClientSession(
             connector=connector,
             # Generation can run for minutes, so there is no overall bound; each phase has its own:
-            # connecting, then the response headers (a model load comes first), then the silence
-            # between two pieces of the body once it flows.
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout_s,
-                                          sock_read=self._first_byte_timeout_s),
+            # connecting (here), then the response headers (a model load comes first) and the
+            # silence between two pieces of the body once it flows (both in `open`).
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout_s),
             auto_decompress=False,
             # Forward exactly what the client sent; do not add our own Accept-Encoding or UA.
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
@@ -195,22 +238,19 @@ class AiohttpBackendClient:
         attempts = 2 if body is None or isinstance(body, bytes) else 1
         for attempt in range(attempts):
             try:
-                response = await self.session.request(method, url, params=query, headers=headers, data=body,
-                                                      allow_redirects=False)
+                async with asyncio.timeout(self._first_byte_timeout_s):
+                    response = await self.session.request(method, url, params=query, headers=headers, data=body,
+                                                          allow_redirects=False)
                 break
             except (TimeoutError, aiohttp.ClientError) as exc:
                 if attempt + 1 < attempts and isinstance(exc, aiohttp.ServerDisconnectedError):
                     continue
                 raise self.translated(exc, reading=False) from exc
-        if self._idle_timeout_s != self._first_byte_timeout_s and response.connection is not None:
-            protocol = response.connection.protocol
-            if protocol is not None:
-                protocol.read_timeout = self._idle_timeout_s
-                protocol.start_timeout()  # the headers' arrival already armed the first-byte timer
+        reply = AiohttpReply(response, self, self._idle_timeout_s)
         try:
-            yield AiohttpReply(response, self)
+            yield reply
         finally:
-            response.release()
+            reply.release()
 
     async def get_json(self, path: str, *, timeout_s: float, method: str = "GET",
                        body: Any = None) -> Any:
@@ -237,6 +277,10 @@ class AiohttpBackendClient:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self.translated(exc, reading=False) from exc
 
+    def silent(self) -> UpstreamTimeout:
+        return UpstreamTimeout(self.backend_id, f"silent for router.idle_timeout_s={self._idle_timeout_s:g} s "
+                                                "in the middle of its reply")
+
     def translated(self, exc: BaseException, *, reading: bool) -> UpstreamError:
         """The proxy's error for an aiohttp client failure or timeout.
 
@@ -249,8 +293,7 @@ class AiohttpBackendClient:
                                                     f"router.connect_timeout_s={self._connect_timeout_s:g} s")
         if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
             if reading:
-                return UpstreamTimeout(self.backend_id, f"silent for router.idle_timeout_s="
-                                                        f"{self._idle_timeout_s:g} s in the middle of its reply")
+                return self.silent()
             return UpstreamTimeout(self.backend_id, f"no response headers from {where} within "
                                                     f"router.first_byte_timeout_s={self._first_byte_timeout_s:g} s")
         if isinstance(exc, aiohttp.ClientPayloadError) or (reading and isinstance(exc, aiohttp.ClientConnectionError)):
