@@ -28,6 +28,7 @@ import pytest
 from aiohttp import http_exceptions
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from rawhttp import RawResponse, parse_response
 
 from ollama_proxy.app import bound_port, start
 from ollama_proxy.config.load import validate
@@ -176,30 +177,7 @@ def fuzzed() -> Iterator[Running]:
 # --- raw blocking HTTP -----------------------------------------------------------------------------
 
 
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    raw: bytes
-
-    def short(self) -> str:
-        return repr(self.raw[:400])
-
-
-def _dechunk(data: bytes) -> bytes:
-    out = bytearray()
-    while True:
-        size_line, sep, data = data.partition(b"\r\n")
-        assert sep, "chunked body ends without its last chunk"
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            return bytes(out)
-        out += data[:size]
-        data = data[size + 2:]
-
-
-def exchange(port: int, method: str, target: bytes, headers: list[tuple[str, str]], body: bytes | None) -> Answer:
+def exchange(port: int, method: str, target: bytes, headers: list[tuple[str, str]], body: bytes | None) -> RawResponse:
     lines = [method.encode() + b" " + target + b" HTTP/1.1", f"Host: 127.0.0.1:{port}".encode()]
     lines += [f"{name}: {value}".encode("latin-1") for name, value in headers]
     if body is not None:
@@ -217,35 +195,10 @@ def exchange(port: int, method: str, target: bytes, headers: list[tuple[str, str
             if not chunk:
                 break
             chunks.append(chunk)
-    raw = b"".join(chunks)
-    head, sep, rest = raw.partition(b"\r\n\r\n")
-    while sep and head.startswith(b"HTTP/1.1 1"):  # an interim answer (100 Continue) comes first
-        head, sep, rest = rest.partition(b"\r\n\r\n")
-    assert sep, f"{method} {target!r}: not an HTTP response: {raw[:400]!r}"
-    status_line, *header_lines = head.split(b"\r\n")
-    parts = status_line.split(b" ", 2)
-    assert len(parts) >= 2 and parts[0] in (b"HTTP/1.1", b"HTTP/1.0") and len(parts[1]) == 3 \
-        and parts[1].isdigit(), f"{method} {target!r}: bad status line {status_line!r}"
-    parsed: dict[str, str] = {}
-    for line in header_lines:
-        name, colon, value = line.partition(b":")
-        assert colon and name, f"{method} {target!r}: bad header line {line!r}"
-        parsed[name.decode("latin-1").lower()] = value.strip().decode("latin-1")
-    status = int(parts[1])
-    payload = b""
-    if method != "HEAD" and status not in (204, 304):
-        if "chunked" in parsed.get("transfer-encoding", "").lower():
-            payload = _dechunk(rest)
-        elif "content-length" in parsed:
-            length = int(parsed["content-length"])
-            assert len(rest) >= length, f"{method} {target!r}: body shorter than Content-Length: {raw[:400]!r}"
-            payload = rest[:length]
-        else:
-            payload = rest
-    return Answer(status, parsed, payload, raw)
+    return parse_response(b"".join(chunks), method)
 
 
-def check(answer: Answer, method: str, target: bytes) -> None:
+def check(answer: RawResponse, method: str, target: bytes) -> None:
     """The invariants every answer keeps, whatever was sent."""
     where = f"{method} {target!r} -> {answer.status}: {answer.short()}"
     forwarded = "x-backend-used" in answer.headers
@@ -266,7 +219,7 @@ def check(answer: Answer, method: str, target: bytes) -> None:
 
 
 def send_and_check(running: Running, method: str, target: bytes, headers: list[tuple[str, str]],
-                   body: bytes | None) -> Answer:
+                   body: bytes | None) -> RawResponse:
     before = len(running.logs.tracebacks())
     answer = exchange(running.port, method, target, headers, body)
     check(answer, method, target)
@@ -484,10 +437,10 @@ def test_proxy_still_healthy_and_log_clean_after_fuzzing(fuzzed: Running) -> Non
 
 def test_the_harness_sees_a_5xx_and_a_traceback() -> None:
     """The checks can fail: a plain-text 500 breaks `check`, a logged exception is found."""
-    fake = Answer(500, {"content-type": "text/plain"}, b"500 Internal Server Error", b"HTTP/1.1 500 ...")
+    fake = RawResponse(500, {"content-type": "text/plain"}, b"500 Internal Server Error", b"HTTP/1.1 500 ...")
     with pytest.raises(AssertionError, match="5xx the proxy generated"):
         check(fake, "GET", b"/x")
-    relayed = Answer(500, {"content-type": "application/json", "x-backend-used": "sim"}, b'{"error": "x"}', b"")
+    relayed = RawResponse(500, {"content-type": "application/json", "x-backend-used": "sim"}, b'{"error": "x"}', b"")
     check(relayed, "POST", b"/api/chat")
     recorder = LogRecorder()
     logger = logging.getLogger("fuzz-harness-selftest")

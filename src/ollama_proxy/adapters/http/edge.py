@@ -39,7 +39,6 @@ class EdgeLimits:
         self.keepalive_timeout_s = keepalive_timeout_s
         self.on_internal_error = on_internal_error
         self.refused = 0
-        self.timed_out = 0
         # Connections that have not started their first request yet; left when one starts or the
         # deadline passes, so it never holds more than a deadline's worth of connections.
         self._pending: set[RequestHandler] = set()
@@ -76,7 +75,6 @@ class EdgeLimits:
         if handler in self._pending:
             self._pending.discard(handler)
             if handler.transport is not None:
-                self.timed_out += 1
                 handler.force_close()
 
 
