@@ -24,6 +24,7 @@ from ollama_proxy.adapters.upstream.aiohttp_client import AiohttpTransport
 from ollama_proxy.config.schema import Config
 from ollama_proxy.errors import ListenError
 from ollama_proxy.service.context import ContextService
+from ollama_proxy.service.decisions import DecisionLog
 from ollama_proxy.service.listings import Listings
 from ollama_proxy.service.pipeline import Pipeline
 from ollama_proxy.service.pool import BackendPool
@@ -49,13 +50,15 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.monotonic,
     router = Router(config, pool, monitor, rng=rng or random.Random(), clock=clock)
     context = ContextService(config.context, pool, tasks)
     metrics = Metrics(pool, router, context)
-    pipeline = Pipeline(config, pool, router, context, Listings(pool), on_failure=metrics.count_failure)
+    decisions = DecisionLog()
+    pipeline = Pipeline(config, pool, router, context, Listings(pool), decisions=decisions,
+                        on_failure=metrics.count_failure)
     edge = EdgeLimits(max_connections=config.server.max_connections,
                       header_timeout_s=config.server.header_timeout_s,
                       keepalive_timeout_s=config.server.keepalive_timeout_s,
                       on_internal_error=lambda: metrics.count_failure("internal_error"))
     app = build_http_app(config, front=HttpFront(config, pipeline, metrics),
-                         admin=AdminEndpoints(StatusViews(config, pool, router, context, clock=clock)),
+                         admin=AdminEndpoints(StatusViews(config, pool, router, context, decisions, clock=clock)),
                          metrics=metrics, edge=edge)
 
     async def system_ctx(_: web.Application) -> AsyncIterator[None]:

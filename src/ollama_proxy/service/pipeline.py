@@ -37,6 +37,7 @@ from ollama_proxy.core.routing.select import fail_over
 from ollama_proxy.errors import BadRequest, NoBackendAvailable, OllamaProxyError, UpstreamError, UpstreamTimeout
 from ollama_proxy.service import relays
 from ollama_proxy.service.context import ContextService, Sizing
+from ollama_proxy.service.decisions import DecisionLog
 from ollama_proxy.service.listings import Listings
 from ollama_proxy.service.pool import Backend, BackendPool
 from ollama_proxy.service.reply import Call, CallRecord, Framing, Reply
@@ -53,9 +54,11 @@ _LOAD_NOTICEABLE_NS = 50_000_000
 
 class Pipeline:
     def __init__(self, config: Config, pool: BackendPool, router: Router, context: ContextService,
-                 listings: Listings, *, on_failure: Callable[[str], None] = lambda kind: None,
+                 listings: Listings, *, decisions: DecisionLog | None = None,
+                 on_failure: Callable[[str], None] = lambda kind: None,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.pool = pool
+        self.decisions = decisions or DecisionLog(clock=clock)
         self.router = router
         self.context = context
         self.listings = listings
@@ -72,6 +75,19 @@ class Pipeline:
         """The call's reply. `record` (made here when not given) fills in as the pipeline decides, so a
         front can explain a refusal too: the routing and sizing decided before it failed."""
         record = record if record is not None else CallRecord(started=self._clock())
+        status, error = 499, "the client went away"
+        try:
+            async with self._run(call, record) as reply:
+                status, error = reply.status, None
+                yield reply
+        except OllamaProxyError as exc:
+            status, error = exc.status, str(exc)
+            raise
+        finally:
+            self.decisions.note(call, record, status, error)
+
+    @asynccontextmanager
+    async def _run(self, call: Call, record: CallRecord) -> AsyncIterator[Reply]:
         op = call.operation
         if op.merged and call.method == "GET" and call.hints.target is None and (
                 op is Operation.MODELS or self._merging):
@@ -194,7 +210,9 @@ class Pipeline:
             record.sizing = await self.context.size(sizing, backend, op, body, call.fixed_size)
         if call.upload is not None:
             return path, call.upload, relay
-        return path, orjson.dumps(body) if body is not call.body else call.raw_body, relay
+        if body is call.body and call.raw_body is not None:
+            return path, call.raw_body, relay
+        return path, None if body is None else orjson.dumps(body), relay
 
     @staticmethod
     def _headers(call: Call, backend: Backend) -> tuple[tuple[str, str], ...]:

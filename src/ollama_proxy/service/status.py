@@ -11,14 +11,16 @@ from ollama_proxy.config.schema import Config
 from ollama_proxy.core.modes import EfficiencyMode
 from ollama_proxy.core.system.thermal import thermal_report
 from ollama_proxy.service.context import ContextService
+from ollama_proxy.service.decisions import DecisionLog
 from ollama_proxy.service.pool import BackendPool
 from ollama_proxy.service.router import Router
 
 
 class StatusViews:
-    def __init__(self, config: Config, pool: BackendPool, router: Router, context: ContextService, *,
-                 clock: Callable[[], float]) -> None:
+    def __init__(self, config: Config, pool: BackendPool, router: Router, context: ContextService,
+                 decisions: DecisionLog, *, clock: Callable[[], float]) -> None:
         self.config = config
+        self.decisions = decisions
         self.pool = pool
         self.router = router
         self.context = context
@@ -39,6 +41,13 @@ class StatusViews:
     def backends(self) -> dict[str, Any]:
         mode, reason = self.router.effective_mode()
         return {"mode": mode.value, "mode_reason": reason, "backends": self.router.backends_status()}
+
+    def overview(self, recent: int = 50) -> dict[str, Any]:
+        """Everything the status page and `ollama-proxy status` show, in one document."""
+        health = self.health()
+        return {"status": health["status"], "version": health["version"], "efficiency": self.efficiency(),
+                "backends": self.router.backends_status(), "context": health["context"],
+                "recent": self.decisions.recent(recent)}
 
     def efficiency(self) -> dict[str, Any]:
         mode, reason = self.router.effective_mode()

@@ -51,6 +51,9 @@ class AdminEndpoints:
         except ValueError as exc:
             return error_response(request.path, str(exc), 400)
 
+    async def status(self, request: web.Request) -> web.Response:
+        return json_response(self.views.overview())
+
     async def thermal(self, request: web.Request) -> web.Response:
         return json_response(self.views.thermal())
 
@@ -87,6 +90,7 @@ def build_http_app(config: Config, *, front: HttpFront, admin: AdminEndpoints, m
     app.router.add_get("/efficiency", guarded(admin.get_efficiency))
     app.router.add_post("/efficiency", guarded(admin.set_efficiency))
     app.router.add_get("/thermal", guarded(admin.thermal))
+    app.router.add_get("/status", guarded(admin.status))
     app.router.add_get("/metrics", guarded(metrics.handle))
     # [\s\S]: a decoded path may hold a newline (%0A), which ".*" would leave to aiohttp's text 404.
     app.router.add_route("*", r"/{tail:[\s\S]*}", guarded(front.handle))

@@ -98,3 +98,36 @@ def _media_type(text: str | None) -> str | None:
         raise BadRequest(f"X-Media-Type: expected a media kind such as text, image, audio or a MIME type, "
                          f"got {text!r}")
     return value.split("/", 1)[0]
+
+
+# The same hints as typed fields, for fronts without headers (WebSocket messages, gRPC annotations).
+FIELD_HEADERS = {"target_backend": "X-Target-Backend", "latency_critical": "X-Latency-Critical",
+                 "power_efficient": "X-Power-Efficient", "max_latency_ms": "X-Max-Latency-Ms",
+                 "max_power_watts": "X-Max-Power-Watts", "priority": "X-Priority", "media_type": "X-Media-Type"}
+
+
+def parse_route_fields(fields: Mapping[str, object]) -> RouteRequest:
+    """`parse_route_headers` for typed values (`{"latency_critical": True, "max_latency_ms": 500}`): the
+    same meanings and checks, with errors naming the field. None means unset.
+
+    >>> parse_route_fields({"priority": "critical", "max_power_watts": 15}).max_power_watts
+    15.0
+    """
+    headers: dict[str, str] = {}
+    for key, header in FIELD_HEADERS.items():
+        value = fields.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            headers[header] = "true" if value else "false"
+        elif isinstance(value, int | float | str):
+            headers[header] = str(value)
+        else:
+            raise BadRequest(f"{key}: expected a string, number or boolean, got {type(value).__name__}")
+    try:
+        return parse_route_headers(headers)
+    except BadRequest as exc:
+        message = str(exc)
+        for key, header in FIELD_HEADERS.items():
+            message = message.replace(header, key)
+        raise BadRequest(message, exc.status) from None
