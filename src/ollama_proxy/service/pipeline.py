@@ -78,13 +78,13 @@ class Pipeline:
         status, error = 499, "the client went away"
         try:
             async with self._run(call, record) as reply:
-                status, error = reply.status, None
+                status, error = reply.status, ""
                 yield reply
         except OllamaProxyError as exc:
             status, error = exc.status, str(exc)
             raise
         finally:
-            self.decisions.note(call, record, status, error)
+            self.decisions.note(call, record, status, error or None)
 
     @asynccontextmanager
     async def _run(self, call: Call, record: CallRecord) -> AsyncIterator[Reply]:
