@@ -1,5 +1,5 @@
 """What a call asks for, independent of the protocol it came in: an `Operation` (generate, chat, embed,
-show, pull, ...) in a client `Dialect` (Ollama's native API or the OpenAI-compatible one).
+show, pull, ...) in a client `Dialect` (Ollama's native API, the OpenAI-compatible one, or Anthropic's Messages API).
 
 Each front decides these once, from its URL, RPC method or bus call; everything after (counting,
 sizing, routing, translation, relaying) decides from the operation's facts here, never from a path.
@@ -14,6 +14,7 @@ from enum import StrEnum
 class Dialect(StrEnum):
     OLLAMA = "ollama"
     OPENAI = "openai"
+    ANTHROPIC = "anthropic"
 
 
 class Operation(StrEnum):
@@ -25,6 +26,8 @@ class Operation(StrEnum):
     EMBED = "embed"
     EMBEDDINGS = "embeddings"  # the legacy single-prompt embedding call
     COMPLETION = "completion"  # OpenAI's legacy text completion (Ollama serves it as a generate)
+    RESPONSES = "responses"  # OpenAI's Responses API: a chat, in its own request and event shapes
+    COUNT_TOKENS = "count_tokens"  # Anthropic's token count: answered by the proxy's own counter
     SHOW = "show"
     PULL = "pull"
     PUSH = "push"
@@ -63,7 +66,7 @@ class Operation(StrEnum):
 
 
 _RUNS_MODEL = frozenset({Operation.GENERATE, Operation.CHAT, Operation.EMBED, Operation.EMBEDDINGS,
-                         Operation.COMPLETION})
+                         Operation.COMPLETION, Operation.RESPONSES})
 _MANAGEMENT = frozenset({Operation.PULL, Operation.PUSH, Operation.CREATE, Operation.COPY, Operation.DELETE})
-_JSON_BODY = _RUNS_MODEL | _MANAGEMENT | {Operation.SHOW}
+_JSON_BODY = _RUNS_MODEL | _MANAGEMENT | {Operation.SHOW, Operation.COUNT_TOKENS}
 _MERGED = frozenset({Operation.TAGS, Operation.PS, Operation.MODELS})

@@ -19,6 +19,8 @@ from ollama_proxy.core.streams import EndOfStream
 # string "type" is sent as a named event, `event: <type>`), or the protocol's explicit end marker.
 Event = dict[str, Any] | EndOfStream
 
+UNFINISHED_STREAM = "the backend closed the stream before it finished"
+
 
 class ReplyTranslator(Protocol):
     """The native answer to one call, in the client's protocol."""

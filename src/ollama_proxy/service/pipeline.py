@@ -28,12 +28,13 @@ import orjson
 
 from ollama_proxy.config.schema import Config
 from ollama_proxy.core.ollama_api import SizeMode
-from ollama_proxy.core.openai.requests import TRANSLATORS, NativeRequest
 from ollama_proxy.core.openai.reverse_requests import REVERSE_TRANSLATORS, is_load_only
 from ollama_proxy.core.openai.reverse_responses import load_only_reply
 from ollama_proxy.core.operations import Dialect, Operation
 from ollama_proxy.core.routing.breaker import Outcome, classify_status
 from ollama_proxy.core.routing.select import fail_over
+from ollama_proxy.core.translation import NativeCall
+from ollama_proxy.core.translators import COUNTED_ONLY, TRANSLATORS
 from ollama_proxy.errors import BadRequest, NoBackendAvailable, OllamaProxyError, UpstreamError, UpstreamTimeout
 from ollama_proxy.service import relays
 from ollama_proxy.service.context import ContextService, Sizing
@@ -93,11 +94,13 @@ class Pipeline:
                 op is Operation.MODELS or self._merging):
             yield Reply(200, record, Framing.JSON, body=await self._listing(call))
             return
-        native = None
-        if call.dialect is Dialect.OPENAI and call.body is not None and op in TRANSLATORS:
-            native = TRANSLATORS[op](call.body)
+        if op in COUNTED_ONLY:
+            yield Reply(200, record, Framing.JSON, body=await self._count_only(call))
+            return
+        translate = TRANSLATORS.get((call.dialect, op))
+        native = translate(call.body) if translate is not None and call.body is not None else None
         sizing = await self._count(call, native)
-        required = self.context.required(sizing, op, call.body or {}) if sizing else None
+        required = self.context.required(sizing, op, native.body if native else call.body or {}) if sizing else None
         route = replace(call.hints, model=_routing_model(call), context_tokens=required)
         if route.target is None and op.management and self._management_default:
             route = replace(route, target=self._management_default)
@@ -180,7 +183,15 @@ class Pipeline:
             return await self.listings.openai_models(call.model_id)
         return await self.listings.merged(running=call.operation is Operation.PS)
 
-    async def _count(self, call: Call, native: NativeRequest | None) -> Sizing | None:
+    async def _count_only(self, call: Call) -> dict[str, Any]:
+        """A token count the proxy answers itself, with the counter sizing uses (exact where it can)."""
+        to_native, reply = COUNTED_ONLY[call.operation]
+        native = to_native(call.body)
+        model = str(native.get("model") or "")
+        sizing = await self.context.count(model, native, self.pool.holder_of(model))
+        return reply(sizing.count.tokens)
+
+    async def _count(self, call: Call, native: NativeCall | None) -> Sizing | None:
         if call.size_mode is SizeMode.PASSTHROUGH or not call.model or call.body is None:
             return None
         if native is None and not call.operation.runs_model:
@@ -188,7 +199,7 @@ class Pipeline:
         counted = native.body if native is not None else call.body
         return await self.context.count(call.model, counted, self.pool.holder_of(call.model))
 
-    async def _prepare(self, call: Call, record: CallRecord, backend: Backend, native: NativeRequest | None,
+    async def _prepare(self, call: Call, record: CallRecord, backend: Backend, native: NativeCall | None,
                        sizing: Sizing | None) -> tuple[str, Body, Relay] | Reply:
         """What to send to this backend (path, body) and how to relay its answer back."""
         op = call.operation
@@ -200,11 +211,16 @@ class Pipeline:
                 return Reply(200, record, Framing.JSON, body=load_only_reply(request.context, time.time()))
             return request.path, orjson.dumps(request.body), partial(relays.native_from_openai,
                                                                     context=request.context)
+        if not backend.is_ollama and native is not None and not _spoken_by_openai_servers(call):
+            # Translated to native already: from there, to the chat completions every such server has.
+            request = REVERSE_TRANSLATORS[Operation.CHAT](native.body)
+            return request.path, orjson.dumps(request.body), partial(
+                relays.translated_via_openai, context=request.context, translation=native.translation)
         path, body = call.path, call.body
         relay: Relay = partial(relays.relay, operation=op, dialect=call.dialect)
         if backend.is_ollama and native is not None:
             path, body = native.path, dict(native.body)
-            relay = partial(relays.openai_from_native, context=native.context)
+            relay = partial(relays.translated, translation=native.translation)
         if sizing is not None and backend.is_ollama and body is not None:
             body = dict(body)
             record.sizing = await self.context.size(sizing, backend, op, body, call.fixed_size)
@@ -262,6 +278,12 @@ class _Learning:
 
     def failed(self, reason: str, error: UpstreamError | None) -> None:
         self._pipeline.stream_failed(self._call, self._record, self._backend, reason, error)
+
+
+def _spoken_by_openai_servers(call: Call) -> bool:
+    """An OpenAI-compatible server takes this call as the client sent it (chat completions, completions,
+    embeddings); the Responses and Anthropic APIs are not theirs to count on."""
+    return call.dialect is Dialect.OPENAI and call.operation is not Operation.RESPONSES
 
 
 def _routing_model(call: Call) -> str | None:

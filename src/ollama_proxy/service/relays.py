@@ -1,5 +1,5 @@
-"""From a backend's answer to a `Reply`: relayed as it came, or translated between the native and the
-OpenAI protocol while it streams.
+"""From a backend's answer to a `Reply`: relayed as it came, or translated while it streams between the
+native protocol and the client's (OpenAI chat, OpenAI Responses, Anthropic Messages; `core.translation`).
 
 Each relay reads what must be read before anything reaches the client (an error body, a whole
 reply, the first piece of a stream) and raises `UpstreamError` when that fails, so the pipeline can
@@ -21,8 +21,6 @@ from typing import Any, Protocol
 import orjson
 
 from ollama_proxy.core.openai.errors import BackendReplyError
-from ollama_proxy.core.openai.requests import ReplyContext
-from ollama_proxy.core.openai.responses import error_from_native, new_completion_id, reply_from_native
 from ollama_proxy.core.openai.reverse_requests import NativeReplyContext
 from ollama_proxy.core.openai.reverse_responses import (
     EMPTY_STREAM,
@@ -31,9 +29,9 @@ from ollama_proxy.core.openai.reverse_responses import (
     native_reply,
 )
 from ollama_proxy.core.openai.sse import SseDecoder
-from ollama_proxy.core.openai.stream import UNFINISHED_STREAM, StreamTranslator
 from ollama_proxy.core.operations import Dialect, Operation
 from ollama_proxy.core.streams import LastLine, LineSplitter, LineTooLong, StreamFailure
+from ollama_proxy.core.translation import UNFINISHED_STREAM, ReplyTranslator, Translation
 from ollama_proxy.errors import UpstreamError
 from ollama_proxy.service.reply import CallRecord, Framing, Piece, Reply
 from ollama_proxy.service.transport import ERROR_BODY_LIMIT, UpstreamReply
@@ -149,28 +147,25 @@ async def _whole_or_error_body(upstream: UpstreamReply) -> bytes:
     return await (upstream.read_error_body() if upstream.status >= 400 else upstream.read(WHOLE_REPLY_LIMIT))
 
 
-async def openai_from_native(upstream: UpstreamReply, context: ReplyContext, *, backend_id: str,
-                             record: CallRecord, learner: Learner) -> Reply:
-    """An Ollama backend's native reply, as the OpenAI response the client asked for."""
-    completion_id = new_completion_id(context.kind, _rng)
-    created = int(time.time())
-    if upstream.status >= 400 or not context.stream:
+async def translated(upstream: UpstreamReply, translation: Translation, *, backend_id: str, record: CallRecord,
+                     learner: Learner) -> Reply:
+    """An Ollama backend's native reply, in the protocol the client spoke (OpenAI, Responses, Anthropic)."""
+    translator = translation.translator(rng=_rng, now=time.time())
+    if upstream.status >= 400 or not translation.stream:
         payload = json_object(await _whole_or_error_body(upstream))
         if upstream.status >= 400:
-            status, error = error_from_native(upstream.status, payload)
+            status, error = translator.error(upstream.status, payload)
             return Reply(status, record, Framing.JSON, body=error)
         if payload is None:
             raise UpstreamError(backend_id, "sent a reply that is not a JSON object")
         learner.final(payload)
-        return Reply(200, record, Framing.JSON,
-                     body=reply_from_native(payload, context, completion_id=completion_id, created=created))
+        return Reply(200, record, Framing.JSON, body=translator.whole(payload))
     first = await upstream.readany()
-    translator = StreamTranslator(context, completion_id=completion_id, created=created)
-    return Reply(200, record, Framing.SSE, stream=_openai_events(upstream, first, translator, backend_id, learner))
+    return Reply(200, record, Framing.SSE, stream=_translated_events(upstream, first, translator, backend_id, learner))
 
 
-async def _openai_events(upstream: UpstreamReply, chunk: bytes, translator: StreamTranslator, backend_id: str,
-                         learner: Learner) -> AsyncGenerator[Piece, None]:
+async def _translated_events(upstream: UpstreamReply, chunk: bytes, translator: ReplyTranslator, backend_id: str,
+                             learner: Learner) -> AsyncGenerator[Piece, None]:
     splitter = LineSplitter()
     final: dict[str, Any] | None = None
     while True:  # until the translator finishes (a done line, an error) or the upstream ends
@@ -207,6 +202,36 @@ async def _openai_events(upstream: UpstreamReply, chunk: bytes, translator: Stre
                 yield event
             break
     learner.final(final)
+
+
+async def translated_via_openai(upstream: UpstreamReply, context: NativeReplyContext, translation: Translation, *,
+                                backend_id: str, record: CallRecord, learner: Learner) -> Reply:
+    """An OpenAI-type backend's chat completion, for a client that spoke another protocol (Responses,
+    Anthropic): made native first (`native_from_openai`), then translated like an Ollama backend's."""
+    native = await native_from_openai(upstream, context, backend_id=backend_id, record=record, learner=learner)
+    translator = translation.translator(rng=_rng, now=time.time())
+    if native.stream is None:
+        body = native.body if isinstance(native.body, dict) else {}
+        if native.status >= 400:
+            status, error = translator.error(native.status, body)
+            return Reply(status, record, Framing.JSON, body=error)
+        return Reply(native.status, record, Framing.JSON, body=translator.whole(body))
+    return Reply(200, record, Framing.SSE, stream=_retranslated(native.stream, translator))
+
+
+async def _retranslated(lines: AsyncGenerator[Piece, None], translator: ReplyTranslator
+                        ) -> AsyncGenerator[Piece, None]:
+    try:
+        async for line in lines:
+            events = translator.feed(line) if isinstance(line, dict) else []
+            for event in events:
+                yield event
+            if translator.finished:
+                return
+        for event in translator.abort(UNFINISHED_STREAM, 502):
+            yield event
+    finally:
+        await lines.aclose()
 
 
 async def native_from_openai(upstream: UpstreamReply, context: NativeReplyContext, *, backend_id: str,

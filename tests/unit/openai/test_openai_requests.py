@@ -5,14 +5,14 @@ from typing import Any
 import pytest
 
 from ollama_proxy.core.openai import (
-    TRANSLATORS,
     OpenAIRequestError,
     RequestKind,
     chat_to_native,
     completion_to_native,
     embeddings_to_native,
 )
-from ollama_proxy.core.operations import Operation
+from ollama_proxy.core.operations import Dialect, Operation
+from ollama_proxy.core.translators import TRANSLATORS
 from ollama_proxy.errors import BadRequest
 
 USER = [{"role": "user", "content": "hi"}]
@@ -27,9 +27,9 @@ def test_minimal_chat_sends_no_options() -> None:
     request = chat_to_native(chat())
     assert request.path == "/api/chat"
     assert request.body == {"model": "llama3.2", "messages": USER, "stream": False}
-    assert request.context.kind is RequestKind.CHAT
-    assert request.context.model == "llama3.2"
-    assert not request.context.stream and not request.context.include_usage
+    assert request.translation.kind is RequestKind.CHAT
+    assert request.translation.model == "llama3.2"
+    assert not request.translation.stream and not request.translation.include_usage
 
 
 @pytest.mark.parametrize("fields,options", [
@@ -96,11 +96,11 @@ def test_tool_choice(choice: Any, expected: list[dict[str, Any]] | None) -> None
 def test_stream_with_usage() -> None:
     request = chat_to_native(chat(stream=True, stream_options={"include_usage": True}))
     assert request.body["stream"] is True
-    assert request.context.stream and request.context.include_usage
+    assert request.translation.stream and request.translation.include_usage
 
 
 def test_include_usage_ignored_without_stream() -> None:
-    assert not chat_to_native(chat(stream_options={"include_usage": True})).context.include_usage
+    assert not chat_to_native(chat(stream_options={"include_usage": True})).translation.include_usage
 
 
 def _message(message: dict[str, Any], history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -201,7 +201,7 @@ def test_completion_mapping() -> None:
     assert request.path == "/api/generate"
     assert request.body == {"model": "m", "prompt": "Once", "stream": True, "suffix": "end",
                             "options": {"num_predict": 5}}
-    assert request.context.kind is RequestKind.COMPLETION and request.context.include_usage
+    assert request.translation.kind is RequestKind.COMPLETION and request.translation.include_usage
 
 
 @pytest.mark.parametrize("fields,param", [
@@ -229,8 +229,8 @@ def test_embeddings_mapping(fields: dict[str, Any], native: dict[str, Any], enco
     request = embeddings_to_native({"model": "e", **fields})
     assert request.path == "/api/embed"
     assert request.body == {"model": "e", **native}
-    assert request.context.kind is RequestKind.EMBEDDING
-    assert request.context.encoding_format == encoding
+    assert request.translation.kind is RequestKind.EMBEDDING
+    assert request.translation.encoding_format == encoding
 
 
 @pytest.mark.parametrize("fields,param", [
@@ -246,6 +246,6 @@ def test_embeddings_errors(fields: dict[str, Any], param: str) -> None:
 
 
 def test_translators_table_covers_the_three_endpoints() -> None:
-    assert TRANSLATORS[Operation.CHAT](chat()).path == "/api/chat"
-    assert TRANSLATORS[Operation.COMPLETION]({"model": "m", "prompt": "p"}).path == "/api/generate"
-    assert TRANSLATORS[Operation.EMBED]({"model": "m", "input": "p"}).path == "/api/embed"
+    assert TRANSLATORS[Dialect.OPENAI, Operation.CHAT](chat()).path == "/api/chat"
+    assert TRANSLATORS[Dialect.OPENAI, Operation.COMPLETION]({"model": "m", "prompt": "p"}).path == "/api/generate"
+    assert TRANSLATORS[Dialect.OPENAI, Operation.EMBED]({"model": "m", "input": "p"}).path == "/api/embed"

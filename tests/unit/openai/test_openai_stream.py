@@ -139,9 +139,11 @@ def test_text_completion_stream() -> None:
         Completion.model_validate(chunk)
 
 
-def test_embeddings_cannot_stream() -> None:
+def test_embeddings_cannot_stream_but_translate_whole() -> None:
+    translator = StreamTranslator(ReplyContext(RequestKind.EMBEDDING, "m"), completion_id="x", created=0)
+    assert translator.whole({"embeddings": [[0.5]], "prompt_eval_count": 2})["data"][0]["embedding"] == [0.5]
     with pytest.raises(ValueError, match="never streamed"):
-        StreamTranslator(ReplyContext(RequestKind.EMBEDDING, "m"), completion_id="x", created=0)
+        translator.feed({"done": True})
 
 
 def test_non_streamed_reply_matches_sdk_model() -> None:

@@ -16,8 +16,6 @@ from ollama_proxy.core.openai.errors import (
     openai_error,
 )
 from ollama_proxy.core.openai.requests import (
-    TRANSLATORS,
-    NativeRequest,
     ReplyContext,
     RequestKind,
     chat_to_native,
@@ -57,11 +55,9 @@ from ollama_proxy.core.openai.stream import StreamTranslator
 __all__ = [
     "DONE_EVENT",
     "REVERSE_TRANSLATORS",
-    "TRANSLATORS",
     "BackendReplyError",
     "NativeKind",
     "NativeReplyContext",
-    "NativeRequest",
     "NativeStreamTranslator",
     "OpenAIRequest",
     "OpenAIRequestError",

@@ -12,7 +12,7 @@ options object, e.g. `{"num_ctx": 8192}`; explicit OpenAI fields win over it), `
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 from ollama_proxy.core.openai import fields
 from ollama_proxy.core.openai.errors import OpenAIRequestError
 from ollama_proxy.core.openai.messages import messages_to_native
-from ollama_proxy.core.operations import Operation
+from ollama_proxy.core.translation import NativeCall, ReplyTranslator
 
 
 class RequestKind(StrEnum):
@@ -31,7 +31,7 @@ class RequestKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ReplyContext:
-    """What the reply translation needs to know about the request it answers."""
+    """What the reply translation needs to know about the request it answers (a `Translation`)."""
 
     kind: RequestKind
     model: str
@@ -39,14 +39,11 @@ class ReplyContext:
     include_usage: bool = False
     encoding_format: str = "float"
 
+    def translator(self, *, rng: random.Random, now: float) -> ReplyTranslator:
+        # Imported here: the translator module needs this class, and this method needs the translator.
+        from ollama_proxy.core.openai.stream import StreamTranslator
 
-@dataclass(frozen=True, slots=True)
-class NativeRequest:
-    """A native call to make: POST `body` to `path` on an Ollama backend."""
-
-    path: str
-    body: dict[str, Any]
-    context: ReplyContext
+        return StreamTranslator.start(self, rng=rng, now=now)
 
 
 # reasoning_effort values and the native `think` each becomes (reference 6.1, 3.7).
@@ -55,7 +52,7 @@ _THINK_BY_EFFORT: dict[str, bool | str] = {"none": False, "minimal": "low", "low
                                            "max": "max", "ultra": "max"}
 
 
-def chat_to_native(body: Any) -> NativeRequest:
+def chat_to_native(body: Any) -> NativeCall:
     """`/v1/chat/completions` → `/api/chat`."""
     body = _object(body)
     model = fields.model_name(body)
@@ -77,10 +74,10 @@ def chat_to_native(body: Any) -> NativeRequest:
         if top:
             native["top_logprobs"] = top
     _finish(body, native)
-    return NativeRequest("/api/chat", native, _context(RequestKind.CHAT, model, body, stream))
+    return NativeCall("/api/chat", native, _context(RequestKind.CHAT, model, body, stream))
 
 
-def completion_to_native(body: Any) -> NativeRequest:
+def completion_to_native(body: Any) -> NativeCall:
     """`/v1/completions` → `/api/generate`; like Ollama's own layer, the prompt is templated unless
     the client sends the extension `raw: true`."""
     body = _object(body)
@@ -95,10 +92,10 @@ def completion_to_native(body: Any) -> NativeRequest:
     if fields.boolean(body, "raw"):
         native["raw"] = True
     _finish(body, native)
-    return NativeRequest("/api/generate", native, _context(RequestKind.COMPLETION, model, body, stream))
+    return NativeCall("/api/generate", native, _context(RequestKind.COMPLETION, model, body, stream))
 
 
-def embeddings_to_native(body: Any) -> NativeRequest:
+def embeddings_to_native(body: Any) -> NativeCall:
     """`/v1/embeddings` → `/api/embed`."""
     body = _object(body)
     model = fields.model_name(body)
@@ -115,16 +112,8 @@ def embeddings_to_native(body: Any) -> NativeRequest:
         native["options"] = dict(options)
     if body.get("keep_alive") is not None:
         native["keep_alive"] = body["keep_alive"]
-    return NativeRequest("/api/embed", native,
+    return NativeCall("/api/embed", native,
                          ReplyContext(RequestKind.EMBEDDING, model, encoding_format=encoding))
-
-
-# An OpenAI client's operation, as a native call.
-TRANSLATORS: dict[Operation, Callable[[Any], NativeRequest]] = {
-    Operation.CHAT: chat_to_native,
-    Operation.COMPLETION: completion_to_native,
-    Operation.EMBED: embeddings_to_native,
-}
 
 
 def _object(body: Any) -> dict[str, Any]:

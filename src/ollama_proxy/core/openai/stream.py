@@ -12,21 +12,22 @@ caller gets event dicts (and `END_OF_STREAM` for `[DONE]`) and frames them as SS
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from ollama_proxy.core.openai.errors import openai_error
 from ollama_proxy.core.openai.requests import ReplyContext, RequestKind
 from ollama_proxy.core.openai.responses import (
     SYSTEM_FINGERPRINT,
+    error_from_native,
     finish_reason,
+    new_completion_id,
+    reply_from_native,
     tool_calls_to_openai,
     usage,
 )
-from ollama_proxy.core.streams import END_OF_STREAM, EndOfStream
-
-Event = dict[str, Any] | EndOfStream
-
-UNFINISHED_STREAM = "the backend closed the stream before it finished"
+from ollama_proxy.core.streams import END_OF_STREAM
+from ollama_proxy.core.translation import UNFINISHED_STREAM, Event
 
 
 class StreamTranslator:
@@ -39,8 +40,6 @@ class StreamTranslator:
     """
 
     def __init__(self, context: ReplyContext, *, completion_id: str, created: int) -> None:
-        if context.kind is RequestKind.EMBEDDING:
-            raise ValueError("embeddings are never streamed")
         self._context = context
         self._id = completion_id
         self._created = created
@@ -50,14 +49,26 @@ class StreamTranslator:
         self._tool_calls = 0
         self._finished = False
 
+    @classmethod
+    def start(cls, context: ReplyContext, *, rng: random.Random, now: float) -> StreamTranslator:
+        return cls(context, completion_id=new_completion_id(context.kind, rng), created=int(now))
+
     @property
     def finished(self) -> bool:
         """True once `[DONE]` or an error event was produced; later calls return nothing."""
         return self._finished
 
+    def whole(self, native: dict[str, Any]) -> dict[str, Any]:
+        return reply_from_native(native, self._context, completion_id=self._id, created=self._created)
+
+    def error(self, status: int, native: Any) -> tuple[int, dict[str, Any]]:
+        return error_from_native(status, native)
+
     def feed(self, native: dict[str, Any]) -> list[Event]:
         if self._finished:
             return []
+        if self._context.kind is RequestKind.EMBEDDING:
+            raise ValueError("embeddings are never streamed")
         if "error" in native:
             error = native["error"]
             return self.abort(error if isinstance(error, str) else str(error))
