@@ -175,6 +175,8 @@ async def backends_status(url: str) -> dict[str, dict[str, Any]]:
 
 
 async def sim_fault(sim: SimServer, **fault: Any) -> None:
+    # Aimed at inference: with sizing on, the proxy's own /api/show lookups must not draw the fault.
+    fault.setdefault("paths", list(INFERENCE_PATHS))
     async with aiohttp.ClientSession() as session, session.post(f"{sim.url}/sim/faults", json=fault) as r:
         assert r.status == 200, await r.text()
 

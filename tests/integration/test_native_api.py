@@ -14,6 +14,8 @@ from ollama_proxy.sim import SimServer
 
 
 async def sim_fault(sim: SimServer, **fault: Any) -> None:
+    # Aimed at inference: with sizing on, the proxy's own /api/show lookups must not draw the fault.
+    fault.setdefault("paths", ["/api/generate", "/api/chat"])
     async with aiohttp.ClientSession() as session, session.post(f"{sim.url}/sim/faults", json=fault) as r:
         assert r.status == 200, await r.text()
 
@@ -195,7 +197,7 @@ async def test_health_lists_backends_and_sizes(proxy: str) -> None:
         health = await r.json()
     assert health["status"] == "ok"
     assert health["backends"]["sim"]["reachable"] is True
-    assert health["context"]["sizes"] == [2048, 4096, 8192, 16384, 32768]
+    assert health["context"]["sizes"] == [2048, 4096, 8192, 16384, 32768, 65536, 131072]
 
 
 async def test_api_keys_guard_everything_but_health(proxy_factory: Any, sim: SimServer,

@@ -53,6 +53,12 @@ def native_body(sim: SimServer, path: str) -> dict[str, Any]:
     return body
 
 
+def without_num_ctx(options: dict[str, Any]) -> dict[str, Any]:
+    """The options the client's fields became; num_ctx is the proxy's (bare paths are sized)."""
+    assert isinstance(options.get("num_ctx"), int)
+    return {k: v for k, v in options.items() if k != "num_ctx"}
+
+
 def reached_v1(sim: SimServer) -> list[str]:
     return [path for path in sim.state.stats.requests if path.startswith("/v1/")]
 
@@ -111,7 +117,7 @@ async def test_text_completions(client: openai.AsyncOpenAI, sync_client: openai.
     assert whole.object == "text_completion" and whole.id.startswith("cmpl-")
     assert whole.choices[0].finish_reason == "length" and whole.choices[0].text
     assert whole.usage is not None and whole.usage.completion_tokens == 5
-    assert native_body(sim, "/api/generate")["options"] == {"num_predict": 5}
+    assert without_num_ctx(native_body(sim, "/api/generate")["options"]) == {"num_predict": 5}
 
     chunks = [chunk async for chunk in await client.completions.create(
         model="qwen3:4b", prompt="Count to three", max_tokens=5, stream=True)]
@@ -219,7 +225,7 @@ async def test_invalid_json_is_an_openai_shaped_400(proxy: str) -> None:
 
 
 async def test_backend_dying_mid_stream_makes_the_sdk_raise(client: openai.AsyncOpenAI, sim: SimServer) -> None:
-    sim.state.faults.set(Fault("drop_mid_stream", count=1, after_chunks=2))
+    sim.state.faults.set(Fault("drop_mid_stream", count=1, after_chunks=2, paths=("/api/chat",)))
     seen: list[Any] = []
     with pytest.raises(openai.APIError) as info:
         async for chunk in await client.chat.completions.create(
@@ -245,7 +251,7 @@ async def test_options_reach_ollama_as_sent(client: openai.AsyncOpenAI, sim: Sim
     await client.chat.completions.create(model="llama3.2", messages=CHAT, **extra)
     body = native_body(sim, "/api/chat")
     # Ollama's own /v1 layer would send temperature and top_p 1.0 here, overriding the Modelfile.
-    assert body.get("options", {}) == options
+    assert without_num_ctx(body["options"]) == options
     assert body["stream"] is False
 
 
@@ -278,7 +284,10 @@ async def test_fixed_context_route_sets_that_size(proxy: str, sim: SimServer) ->
     assert native_body(sim, "/api/chat")["options"] == {"num_ctx": 8192}
 
 
-async def test_bare_v1_path_leaves_num_ctx_to_ollama(client: openai.AsyncOpenAI, sim: SimServer) -> None:
+async def test_bare_v1_path_is_sized_unless_the_client_sizes_it(client: openai.AsyncOpenAI, sim: SimServer) -> None:
     raw = await client.chat.completions.with_raw_response.create(model="llama3.2", messages=CHAT)
-    assert "X-Proxy-Context-Size" not in raw.headers
-    assert "num_ctx" not in native_body(sim, "/api/chat").get("options", {})
+    assert native_body(sim, "/api/chat")["options"]["num_ctx"] == int(raw.headers["X-Proxy-Context-Size"])
+    own = await client.chat.completions.with_raw_response.create(model="llama3.2", messages=CHAT,
+                                                                 extra_body={"options": {"num_ctx": 3000}})
+    assert "X-Proxy-Context-Size" not in own.headers
+    assert native_body(sim, "/api/chat")["options"]["num_ctx"] == 3000

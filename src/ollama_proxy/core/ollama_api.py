@@ -83,6 +83,12 @@ def split_context_route(path: str, sizes: tuple[int, ...], default: SizeMode) ->
     return ContextRoute(SizeMode.FIXED, upstream_path, size)
 
 
+def sizes_itself(body: dict[str, object]) -> bool:
+    """The client set its own context window (`options.num_ctx`, native or as the OpenAI extension)."""
+    options = body.get("options")
+    return isinstance(options, dict) and options.get("num_ctx") is not None
+
+
 def model_of(body: dict[str, object]) -> str | None:
     """The model a native or OpenAI body names (`name` is the deprecated spelling)."""
     model = body.get("model") or body.get("name") or body.get("source")

@@ -167,10 +167,12 @@ class ContextService:
                                                     timeout_s=VERBOSE_SHOW_TIMEOUT_S)
             tokenizer = await asyncio.to_thread(build_tokenizer, shown.get("model_info") or {})
         except (OllamaProxyError, TokenizerUnavailable, AttributeError) as exc:
-            log.info("no exact tokenizer for %s (%s); using calibrated estimates", model, exc)
+            log.info("%s: counting tokens by calibrated estimate (its tokenizer could not be read from %s)",
+                     model, backend.id)
+            log.debug("no exact tokenizer for %s: %s", model, exc)
             self._counters.put(digest, None)
         else:
-            log.info("exact tokenizer ready for %s (digest %s)", model, digest[:12])
+            log.info("%s: counting tokens exactly with the model's own tokenizer", model)
             self._counters.put(digest, (CachedCounter(tokenizer.count_many), asyncio.Lock()))
         finally:
             self._building.discard(digest)

@@ -7,7 +7,7 @@ ends its stream with an error in its own shape; nothing is cut silently.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -16,7 +16,7 @@ from ollama_proxy.core.streams import EndOfStream, LineSplitter, LineTooLong, St
 from ollama_proxy.service.reply import Reply
 
 
-async def native_objects(reply: Reply) -> AsyncIterator[dict[str, Any] | StreamFailure]:
+async def native_objects(reply: Reply) -> AsyncGenerator[dict[str, Any] | StreamFailure, None]:
     """Every native object of `reply` in order (an error reply's body included, as `{"error": ...}`)."""
     if reply.stream is None:
         body = reply.body

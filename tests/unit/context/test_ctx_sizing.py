@@ -9,8 +9,9 @@ import pytest
 from ollama_proxy.config.schema import ContextConfig
 from ollama_proxy.core.context import CountMethod, SizeReason, choose_num_ctx, reply_tokens
 
-# Overhead 100 + margin 200 + reply 0: required = input + 300.
-POLICY = ContextConfig(system_overhead_tokens=100, safety_margin_tokens=200, default_reply_tokens=1024)
+# Overhead 100 + margin 200 + reply 0: required = input + 300. Sizes up to 32K, so "largest" is near.
+POLICY = ContextConfig(sizes=(2048, 4096, 8192, 16384, 32768), system_overhead_tokens=100,
+                       safety_margin_tokens=200, default_reply_tokens=1024)
 
 
 @pytest.mark.parametrize(("input_tokens", "model_max", "loaded", "num_ctx", "reason", "exceeds"), [
@@ -94,3 +95,12 @@ def test_headers_explain_and_warn() -> None:
 ])
 def test_reply_tokens(body: dict[str, Any], expected: int | None) -> None:
     assert reply_tokens(body) == expected
+
+
+def test_default_sizes_reach_agent_contexts_but_not_past_the_model() -> None:
+    default = ContextConfig()
+    decision = choose_num_ctx(default, input_tokens=70_000, reply=0, count_method=CountMethod.EXACT)
+    assert decision.num_ctx == 131072 and not decision.exceeds_largest
+    clamped = choose_num_ctx(default, input_tokens=70_000, reply=0, count_method=CountMethod.EXACT,
+                             model_max=40_960)
+    assert (clamped.num_ctx, clamped.reason) == (40_960, SizeReason.CLAMPED)

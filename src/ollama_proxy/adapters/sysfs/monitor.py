@@ -106,7 +106,9 @@ class SystemMonitor:
         self._snapshot = snapshot
         if mode == previous:
             return
-        log.info("auto efficiency mode %s -> %s: %s", previous or "(none)", mode, reason)
+        # The first resolution is start-up news the start-up line reports, in force or not.
+        log.log(logging.INFO if previous else logging.DEBUG, "the machine's state now calls for %s under "
+                "auto mode (was %s): %s", mode, previous or "unknown", reason)
         change = ModeChange(previous, mode, reason, snapshot.taken_at)
         for listener in list(self._listeners):
             try:

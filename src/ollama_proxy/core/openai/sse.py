@@ -36,7 +36,14 @@ class SseEvent:
 
 
 def encode_event(payload: Any) -> bytes:
-    """One `data: <json>\\n\\n` event; orjson never emits a raw newline, so one data line suffices."""
+    """One `data: <json>\\n\\n` event; orjson never emits a raw newline, so one data line suffices.
+
+    An object with a string `type` (every Anthropic and Responses event) is a named event,
+    `event: <type>`, as those APIs send them and their SDKs dispatch on; chat completion chunks have none.
+    """
+    kind = payload.get("type") if type(payload) is dict else None
+    if type(kind) is str:
+        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
