@@ -240,3 +240,23 @@ async def test_metrics_count_requests_and_show_backend_state(proxy: str, ollama_
     assert 'ollama_proxy_backend_up{backend="sim"} 1.0' in text
     assert 'ollama_proxy_backend_queued{backend="sim",priority="critical"} 0.0' in text
     assert "ollama_proxy_truncations_detected_total 0.0" in text
+
+
+async def test_every_backend_down_fails_health_and_both_model_lists_alike(proxy_factory: Any) -> None:
+    # Two dead ports: the merged views are used, and nothing answers them.
+    dead = [{"id": f"dead{i}", "endpoint": f"http://127.0.0.1:{port}"} for i, port in enumerate((9, 19))]
+    url = await proxy_factory({"backends": dead})
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/health") as r:
+            assert (r.status, (await r.json())["status"]) == (503, "down")
+        async with session.get(f"{url}/api/tags") as tags, session.get(f"{url}/v1/models") as models:
+            assert tags.status == models.status == 502
+            assert "dead0" in (await tags.json())["error"]
+            assert "dead1" in (await models.json())["error"]["message"]
+
+
+async def test_one_backend_down_is_degraded_but_healthy(proxy_factory: Any, sim: SimServer) -> None:
+    url = await proxy_factory({"backends": [{"id": "sim", "endpoint": sim.url},
+                                            {"id": "dead", "endpoint": "http://127.0.0.1:9"}]})
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/health") as r:
+        assert (r.status, (await r.json())["status"]) == (200, "degraded")

@@ -14,7 +14,7 @@ from typing import Any
 from ollama_proxy.core.ollama_api import canonical_model
 from ollama_proxy.core.openai.responses import find_model, models_list
 from ollama_proxy.core.openai.reverse_responses import tags_from_models
-from ollama_proxy.errors import BadRequest
+from ollama_proxy.errors import BadRequest, NoBackendAvailable
 from ollama_proxy.service.pool import Backend, BackendPool
 
 log = logging.getLogger("ollama_proxy.listings")
@@ -66,11 +66,17 @@ class Listings:
         backends = [b for b in self.pool if b.config.enabled]
         answers = await asyncio.gather(*(self._ask(b, path) for b in backends), return_exceptions=True)
         out = []
+        failures: dict[str, str] = {}
         for backend, answer in zip(backends, answers, strict=True):
             if isinstance(answer, BaseException):
                 log.warning("%s from %s failed: %s", path, backend.id, answer)
+                failures[backend.id] = str(answer)
             else:
                 out.append((backend, answer))
+        if failures and not out:
+            # Not an empty list: with every backend down, /v1/models fails as /api/tags does (502).
+            raise NoBackendAvailable(f"no backend answered {path}: " + "; ".join(
+                f"{b}: {why}" for b, why in failures.items()), failures, status=502)
         return out
 
     @staticmethod

@@ -27,11 +27,13 @@ class StatusViews:
         self._clock = clock
 
     def health(self) -> dict[str, Any]:
-        backends = {b.id: {"reachable": b.reachable, "endpoint": b.config.endpoint, "type": b.config.type,
-                           "error": b.last_error} for b in self.pool}
-        ok = any(b["reachable"] for b in backends.values())
+        backends = {b.id: {"reachable": b.reachable, "enabled": b.config.enabled, "endpoint": b.config.endpoint,
+                           "type": b.config.type, "error": b.last_error} for b in self.pool}
+        up = [b for b in backends.values() if b["enabled"] and b["reachable"]]
+        enabled = [b for b in backends.values() if b["enabled"]]
         return {
-            "status": "ok" if ok else "degraded",
+            # "down" (HTTP 503) when nothing can serve, so a health check on the status code means something.
+            "status": "ok" if len(up) == len(enabled) else "degraded" if up else "down",
             "version": __version__,
             "backends": backends,
             "context": {"sizes": list(self.config.context.sizes),
