@@ -7,7 +7,10 @@ Not a test. Measures, in process and without I/O:
   - the same after a completion before each decision, as on a server where every decision follows
     one: a slot freed (the load snapshot is rebuilt) and a learned-latency observation (the model's
     latency row is re-read), and
-  - `select` alone over prebuilt columns (`Fleet`, `Load`): the pure filtering and scoring.
+  - `select` alone over prebuilt columns (`Fleet`, `Load`): the pure filtering and scoring,
+
+each also with every backend's slots full and requests queued ("queued" rows), where every estimate
+carries a queue wait.
 
 Backends are laptop-like (npu/igpu/nvidia/cpu characteristics repeated), each reporting a few
 models with some loaded, some in flight and queued work, so every factor is computed. Issue 5's
@@ -32,27 +35,31 @@ from ollama_proxy.core.routing.select import select
 from ollama_proxy.core.routing.state import RouteRequest
 from ollama_proxy.service.pool import BackendPool
 from ollama_proxy.service.router import Router
+from ollama_proxy.service.tasks import TaskSet
+from ollama_proxy.testing.memory import MemoryTransport
 
 # hardware -> (power_watts, avg_latency_ms)
 LAPTOP = {"npu": (3, 800), "igpu": (12, 400), "nvidia": (55, 120), "cpu": (28, 1500)}
 MODELS = ["llama3.2", "qwen3:4b", "nomic-embed-text", "gemma3:1b"]
 
 
-def build_router(n: int, rng: random.Random) -> Router:
+def build_router(n: int, rng: random.Random, *, congested: bool = False) -> Router:
     hardware = list(LAPTOP)
     config = validate({"backends": [
         {"id": f"b{i}", "hardware": hardware[i % 4], "endpoint": f"http://127.0.0.1:{20000 + i}",
          "characteristics": {"power_watts": LAPTOP[hardware[i % 4]][0],
                              "avg_latency_ms": LAPTOP[hardware[i % 4]][1], "max_concurrent": 4}}
         for i in range(n)]})
-    pool = BackendPool(config.backends, config.router)
+    pool = BackendPool(config.backends, config.router, MemoryTransport(), TaskSet())
     for i, backend in enumerate(pool):
         backend.reachable = True
         backend.models = {f"{m}:latest" if ":" not in m else m for m in MODELS}
         if i % 3 == 0:
             backend.loaded = {"llama3.2:latest": 8192}
         # Some live load, so the load and queue-wait terms are not all zero.
-        for k in range(rng.randrange(0, 3)):
+        # Congested: past the four slots, so the estimates carry queue waits (and modes may spill over);
+        # b0 keeps a free slot for the completion `decide_after_completion` plays.
+        for k in range(rng.randrange(0, 3) + (4 if congested and i else 0)):
             backend.gate.queue.try_acquire(("busy", i, k), Priority.NORMAL, 0.0)
     router = Router(config, pool, rng=rng)
     for i, backend in enumerate(pool):
@@ -91,11 +98,12 @@ def main() -> None:
     }
     print(f"median of {args.rounds} rounds; microseconds per decision")
     print(f"{'backends':>8}  {'request':<30} {'Router.decide':>14} {'after a completion':>19} {'select':>7}")
-    for n in (4, 32, 100):
+    for n, congested in ((4, False), (4, True), (32, False), (32, True), (100, False), (100, True)):
         rng = random.Random(n)
-        router = build_router(n, rng)
+        router = build_router(n, rng, congested=congested)
         calls = max(1000, args.decisions * 4 // n)
         for name, request in requests.items():
+            name = f"{name}, queued" if congested else name
             fleet, load = router.fleet(time.monotonic()), router.load()
             decide = per_call_us(partial(router.decide, request), calls, args.rounds)
             completed = per_call_us(partial(decide_after_completion, router, request), calls, args.rounds)

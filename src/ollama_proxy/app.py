@@ -12,54 +12,87 @@ import random
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from ollama_proxy.adapters.http.edge import EdgeLimits, EdgeListener
 from ollama_proxy.adapters.http.front import HttpFront
 from ollama_proxy.adapters.http.metrics import Metrics
-from ollama_proxy.adapters.http.server import EDGE_KEY, FRONT_KEY, AdminEndpoints, build_http_app
+from ollama_proxy.adapters.http.server import EDGE_KEY, FRONT_KEY, WEBSOCKET_KEY, AdminEndpoints, build_http_app
 from ollama_proxy.adapters.sysfs.monitor import SystemMonitor
 from ollama_proxy.adapters.upstream.aiohttp_client import AiohttpTransport
+from ollama_proxy.adapters.websocket.front import WebSocketFront
 from ollama_proxy.config.schema import Config
 from ollama_proxy.errors import ListenError
-from ollama_proxy.service.context import ContextService
+from ollama_proxy.reload import Reloader, Seams, Services, build_services
 from ollama_proxy.service.decisions import DecisionLog
-from ollama_proxy.service.listings import Listings
-from ollama_proxy.service.pipeline import Pipeline
-from ollama_proxy.service.pool import BackendPool
-from ollama_proxy.service.router import Router
-from ollama_proxy.service.status import StatusViews
 from ollama_proxy.service.tasks import TaskSet
 from ollama_proxy.service.transport import Transport
 
+if TYPE_CHECKING:
+    from ollama_proxy.adapters.grpc.front import GrpcFront
+    from ollama_proxy.adapters.grpc.server import GrpcServer
+
 log = logging.getLogger("ollama_proxy")
 LISTENER_KEY = web.AppKey("listener", EdgeListener)
+GRPC_KEY: web.AppKey[GrpcServer] = web.AppKey("grpc")  # present when server.grpc_enabled
+RELOADER_KEY = web.AppKey("reloader", Reloader)
 
 
 def build_app(config: Config, *, clock: Callable[[], float] = time.monotonic,
-              rng: random.Random | None = None, transport: Transport | None = None) -> web.Application:
+              rng: random.Random | None = None, transport: Transport | None = None,
+              load: Callable[[], Config] | None = None) -> web.Application:
     """Every part of the proxy, built and wired here and nowhere else.
 
     `clock` (monotonic seconds), `rng` and `transport` (how backends are reached) are the seams tests
-    use: an in-memory transport runs the whole proxy without a backend socket.
+    use: an in-memory transport runs the whole proxy without a backend socket. `load` re-reads the
+    configuration for a reload (SIGHUP, POST /admin/reload); without it there is nothing to reload.
     """
-    tasks = TaskSet()
-    pool = BackendPool(config.backends, config.router, transport or AiohttpTransport(), tasks, clock=clock)
     monitor = SystemMonitor(config.system, clock=clock)
-    router = Router(config, pool, monitor, rng=rng or random.Random(), clock=clock)
-    context = ContextService(config.context, pool, tasks)
-    metrics = Metrics(pool, router, context)
-    decisions = DecisionLog()
-    pipeline = Pipeline(config, pool, router, context, Listings(pool), decisions=decisions,
-                        on_failure=metrics.count_failure)
+    metrics: Metrics | None = None
+
+    def count_failure(kind: str) -> None:
+        if metrics is not None:
+            metrics.count_failure(kind)
+
+    seams = Seams(transport or AiohttpTransport(), TaskSet(), monitor, DecisionLog(), count_failure, clock,
+                  rng or random.Random())
+    services = build_services(config, seams)
+    pool, pipeline, views = services.pool, services.pipeline, services.views
+    metrics = Metrics(pool, services.router, services.context)
     edge = EdgeLimits(max_connections=config.server.max_connections,
                       header_timeout_s=config.server.header_timeout_s,
                       keepalive_timeout_s=config.server.keepalive_timeout_s,
-                      on_internal_error=lambda: metrics.count_failure("internal_error"))
-    app = build_http_app(config, front=HttpFront(config, pipeline, metrics),
-                         admin=AdminEndpoints(StatusViews(config, pool, router, context, decisions, clock=clock)),
-                         metrics=metrics, edge=edge)
+                      on_internal_error=lambda: count_failure("internal_error"))
+    front = HttpFront(config, pipeline, metrics)
+    websocket = WebSocketFront(config, pipeline, metrics)
+    admin = AdminEndpoints(views)
+    grpc_front: GrpcFront | None = None
+    grpc_server = None
+    if config.server.grpc_enabled:
+        # Imported only when enabled: grpc takes about 75 ms to import, and most proxies never serve it.
+        from ollama_proxy.adapters.grpc.front import GrpcFront
+        from ollama_proxy.adapters.grpc.server import GrpcServer
+        grpc_front = GrpcFront(config, pipeline, views, observe=metrics.observe,
+                               on_internal_error=lambda: count_failure("internal_error"))
+        grpc_server = GrpcServer(grpc_front, config.server.api_keys)
+
+    def switch(fresh: Services) -> None:
+        front.follow(fresh.config, fresh.pipeline)
+        websocket.follow(fresh.config, fresh.pipeline)
+        if grpc_front is not None:
+            grpc_front.follow(fresh.config, fresh.pipeline, fresh.views)
+        admin.views = fresh.views
+        metrics.follow(fresh.pool, fresh.router, fresh.context)
+
+    reloader = Reloader(services, seams, switch=switch, load=load, grace_s=config.server.shutdown_grace_s)
+    admin.reloader = reloader
+    app = build_http_app(config, front=front, websocket=websocket, admin=admin, metrics=metrics, edge=edge)
+    app[RELOADER_KEY] = reloader
+    if grpc_server is not None:
+        app[GRPC_KEY] = grpc_server
+    tasks = seams.tasks
 
     async def system_ctx(_: web.Application) -> AsyncIterator[None]:
         async with monitor:
@@ -68,7 +101,7 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.monotonic,
     async def backends_ctx(_: web.Application) -> AsyncIterator[None]:
         await pool.start()
         yield
-        await pool.close()
+        await reloader.close()
 
     async def tasks_ctx(_: web.Application) -> AsyncIterator[None]:
         yield
@@ -81,12 +114,13 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.monotonic,
 
 
 async def start(config: Config, *, host: str | None = None, port: int | None = None,
-                transport: Transport | None = None) -> web.AppRunner:
+                transport: Transport | None = None, load: Callable[[], Config] | None = None) -> web.AppRunner:
     """Start serving and return the runner (`bound_port(runner)` tells the port; port 0 picks one).
 
     The address is bound first: when it is taken, ListenError says so before anything else started.
+    `load` re-reads the configuration for a reload.
     """
-    app = build_app(config, transport=transport)
+    app = build_app(config, transport=transport, load=load)
     listener = app[LISTENER_KEY] = EdgeListener(app[EDGE_KEY])
     host = host or config.server.host
     port = config.server.http_port if port is None else port
@@ -94,9 +128,18 @@ async def start(config: Config, *, host: str | None = None, port: int | None = N
         await listener.bind(host, port)
     except OSError as exc:
         raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    grpc_server = app.get(GRPC_KEY)
+    if grpc_server is not None:
+        try:
+            grpc_server.bind(host, config.server.grpc_port)
+        except ListenError:
+            listener.close()
+            raise
 
     async def stop_listening(_: web.Application) -> None:
         listener.close()
+        if grpc_server is not None:
+            await grpc_server.stop(0)  # after `drain` it has already stopped: this is a no-op then
 
     app.on_shutdown.append(stop_listening)
     # The grace period is waited out in `drain`; what aiohttp still finds running after it is cut.
@@ -104,24 +147,40 @@ async def start(config: Config, *, host: str | None = None, port: int | None = N
     await runner.setup()
     assert runner.server is not None
     await listener.serve(runner.server)
+    if grpc_server is not None:
+        await grpc_server.start()
     return runner
 
 
 async def drain(runner: web.AppRunner, grace_s: float) -> None:
     """Stop accepting, let requests and streams in flight finish for up to `grace_s`, then close."""
-    front = runner.app[FRONT_KEY]
+    front, sockets = runner.app[FRONT_KEY], runner.app[WEBSOCKET_KEY]
+    sockets.refuse_new_requests()
     runner.app[LISTENER_KEY].close()
+    grpc_server = runner.app.get(GRPC_KEY)
+    # gRPC's own stop refuses new calls at once, gives those in flight the same grace, then cancels them.
+    grpc_stopped = asyncio.ensure_future(grpc_server.stop(grace_s)) if grpc_server is not None else None
+    grpc_at_start = grpc_server.in_flight if grpc_server is not None else 0
     if runner.server is not None:
         runner.server.pre_shutdown()  # idle keep-alive connections close now, busy ones after their reply
-    at_start = front.in_flight
+    at_start = front.in_flight + sockets.in_flight
     if at_start:
         log.info("shutting down: waiting up to %g s (server.shutdown_grace_s) for %d request(s) in flight",
                  grace_s, at_start)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace_s
-    while front.in_flight and loop.time() < deadline:
+    while (front.in_flight or sockets.in_flight) and loop.time() < deadline:
         await asyncio.sleep(0.05)
-    cut = front.in_flight
+    cut = front.in_flight + sockets.in_flight
+    await sockets.close_all()
+    if grpc_server is not None and grpc_stopped is not None:
+        while grpc_server.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        grpc_cut = grpc_server.in_flight
+        await grpc_stopped
+        if grpc_at_start:
+            log.info("gRPC shut down: %d call(s) drained, %d cut", grpc_at_start - min(grpc_cut, grpc_at_start),
+                     grpc_cut)
     await runner.cleanup()
     log.info("shut down: %d request(s) drained, %d cut", at_start - min(cut, at_start), cut)
 
@@ -130,8 +189,10 @@ def bound_port(runner: web.AppRunner) -> int:
     return runner.app[LISTENER_KEY].port
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def bound_grpc_port(runner: web.AppRunner) -> int | None:
+    """The gRPC port (None when server.grpc_enabled is off)."""
+    grpc_server = runner.app.get(GRPC_KEY)
+    return grpc_server.port if grpc_server is not None else None
 
 
 def install_fast_loop() -> None:
@@ -142,11 +203,22 @@ def install_fast_loop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve_forever(config: Config) -> None:
-    """Serve until SIGTERM or SIGINT (what `docker stop` and systemd send), then drain."""
-    runner = await start(config)
+async def serve_forever(config: Config, load: Callable[[], Config] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT (what `docker stop` and systemd send), then drain; SIGHUP reloads
+    the configuration through `load`."""
+    runner = await start(config, load=load)
+    reloader = runner.app[RELOADER_KEY]
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, lambda: reloader.spawn_reload())
     log.info("ollama-proxy listening on http://%s:%d with backends: %s", config.server.host, bound_port(runner),
              ", ".join(f"{b.id}={b.endpoint}" for b in config.backends))
+    router = runner.app[FRONT_KEY].pipeline.router
+    mode, why = router.effective_mode()
+    log.info("efficiency mode %s%s; status page http://%s:%d/ui", mode.value,
+             "" if router.set_mode is mode else f" ({router.set_mode.value}: {why})", config.server.host,
+             bound_port(runner))
+    if (grpc_port := bound_grpc_port(runner)) is not None:
+        log.info("gRPC (ollama_proxy.OllamaProxy, with reflection) on %s:%d", config.server.host, grpc_port)
     await wait_for_stop_signal()
     await drain(runner, config.server.shutdown_grace_s)
 

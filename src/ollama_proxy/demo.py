@@ -7,7 +7,8 @@ import contextlib
 from typing import Any
 
 from ollama_proxy.app import bound_port, drain, start, wait_for_stop_signal
-from ollama_proxy.config.load import validate
+from ollama_proxy.config.load import client_url, validate
+from ollama_proxy.config.schema import Config
 from ollama_proxy.sim import SimConfig, SimServer
 
 # What each simulated device serves, and how it is described to the router.
@@ -24,9 +25,10 @@ DEMO_BACKENDS: tuple[dict[str, Any], ...] = (
 )
 
 
-def demo_help(url: str) -> str:
+def demo_help(url: str, listen_host: str) -> str:
     return f"""
-ollama-proxy demo is running at {url}  (four simulated backends behind it; Ctrl-C stops)
+ollama-proxy demo is running at {url}  (listening on {listen_host}; four simulated backends behind it;
+Ctrl-C stops)
 
 Try:
   curl -s {url}/health | python3 -m json.tool
@@ -36,11 +38,14 @@ Try:
        -d '{{"model": "llama3.2", "prompt": "Why is the sky blue?", "stream": false}}'
   curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\
        -d '{{"model": "llama3.2", "messages": [{{"role": "user", "content": "Hi"}}]}}'
+  ollama-proxy status --url {url}     # backends, mode and the decisions just made
   OLLAMA_HOST={url} ollama run llama3.2        # the real ollama CLI, if you have it
 """
 
 
-async def run_demo(*, proxy_port: int, time_scale: float) -> None:
+async def run_demo(settings: Config, *, time_scale: float) -> None:
+    """Serve `settings` (listen address, port, logging; its backends are replaced) in front of the
+    simulators, which listen on loopback only whatever address the proxy listens on."""
     async with contextlib.AsyncExitStack() as stack:
         backends = []
         for spec in DEMO_BACKENDS:
@@ -48,8 +53,8 @@ async def run_demo(*, proxy_port: int, time_scale: float) -> None:
                 SimConfig(models=list(spec["models"]), profile=spec["hardware"], time_scale=time_scale),
                 host="127.0.0.1", port=0))
             backends.append({k: v for k, v in spec.items() if k != "models"} | {"endpoint": sim.url})
-        config = validate({"backends": backends, "server": {"http_port": proxy_port}})
+        config = validate(settings.model_dump() | {"backends": backends})
         runner = await start(config)
-        print(demo_help(f"http://127.0.0.1:{bound_port(runner)}"), flush=True)
+        print(demo_help(client_url(config.server.host, bound_port(runner)), config.server.host), flush=True)
         await wait_for_stop_signal()
         await drain(runner, config.server.shutdown_grace_s)

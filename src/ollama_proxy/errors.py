@@ -45,16 +45,18 @@ class PayloadTooLarge(BadRequest):
 
 
 class NoBackendAvailable(OllamaProxyError):
-    """No configured backend can take the request; `reasons` says which constraint excluded which."""
+    """No configured backend can take the request; `reasons` says which constraint excluded which,
+    `routing_reason` is the refusal's X-Routing-Reason (a token, then detail) when routing refused."""
 
     status = 503
 
     def __init__(self, message: str, reasons: dict[str, str] | None = None, status: int = 503,
-                 retry_after_s: float | None = None) -> None:
+                 retry_after_s: float | None = None, routing_reason: str | None = None) -> None:
         super().__init__(message)
         self.reasons = reasons or {}
         self.status = status
         self.retry_after_s = retry_after_s
+        self.routing_reason = routing_reason
 
 
 class UpstreamError(OllamaProxyError):

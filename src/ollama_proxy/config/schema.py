@@ -25,6 +25,10 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     http_port: Port = 11435
     grpc_port: Port = 50051
+    # Opt-in: a desktop proxy should not open a second port nobody asked for, and 50051 is every gRPC
+    # dev server's default, so a default-on listener would make the proxy fail to start for people
+    # who never use gRPC.
+    grpc_enabled: bool = False
     # JSON bodies above this are refused with 413; blob uploads stream and are not held, so not limited.
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     # Empty: no authentication (the default on loopback). Otherwise clients send
@@ -43,6 +47,8 @@ class ServerConfig(_Strict):
     max_connections: int = Field(default=2048, ge=1)
     # On SIGTERM/SIGINT: stop accepting, let in-flight requests and streams finish this long, then cut.
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+    # "json": one JSON object per log line, for log collectors (`--log-format json`).
+    log_format: Literal["text", "json"] = "text"
 
     def __repr__(self) -> str:
         keys = f"<{len(self.api_keys)} keys>" if self.api_keys else "()"
@@ -78,6 +84,9 @@ class RouterConfig(_Strict):
     # Silence in the middle of a reply (between two pieces of a stream); the stream then ends with
     # an error line. Tokens arrive every few tens of milliseconds even on a CPU.
     idle_timeout_s: float = Field(default=120.0, gt=0)
+    # Ultra-efficiency serves only on backends within this power (an explicit target is served over
+    # it with a warning header); nothing within it: 503 naming the cap.
+    ultra_efficiency_max_watts: float = Field(default=10.0, gt=0)
     queue: QueueConfig = QueueConfig()
 
 
@@ -87,8 +96,10 @@ class DefaultRoute(StrEnum):
 
 
 class ContextConfig(_Strict):
-    sizes: tuple[int, ...] = (2048, 4096, 8192, 16384, 32768)
-    default_route: DefaultRoute = DefaultRoute.PASSTHROUGH
+    # Past 32K for agents (Ollama's Claude Code guide asks for 64K); each is clamped to the model's trained length.
+    sizes: tuple[int, ...] = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
+    # Bare paths (no /proxy-context/ prefix) are sized too, unless the client set options.num_ctx itself.
+    default_route: DefaultRoute = DefaultRoute.AUTO
     system_overhead_tokens: int = Field(default=100, ge=0)
     safety_margin_tokens: int = Field(default=200, ge=0)
     default_reply_tokens: int = Field(default=1024, ge=0)

@@ -10,6 +10,7 @@ from typing import Any
 
 from ollama_proxy.core.anthropic import count_tokens_to_native, messages_to_native
 from ollama_proxy.core.openai.requests import chat_to_native, completion_to_native, embeddings_to_native
+from ollama_proxy.core.openai.responses_api import responses_to_native
 from ollama_proxy.core.operations import Dialect, Operation
 from ollama_proxy.core.translation import NativeCall
 
@@ -17,6 +18,7 @@ TRANSLATORS: dict[tuple[Dialect, Operation], Callable[[Any], NativeCall]] = {
     (Dialect.OPENAI, Operation.CHAT): chat_to_native,
     (Dialect.OPENAI, Operation.COMPLETION): completion_to_native,
     (Dialect.OPENAI, Operation.EMBED): embeddings_to_native,
+    (Dialect.OPENAI, Operation.RESPONSES): responses_to_native,
     (Dialect.ANTHROPIC, Operation.CHAT): messages_to_native,
 }
 

@@ -60,6 +60,13 @@ class ContextService:
         self.truncations = 0
         self.decisions = 0
 
+    def take_over(self, previous: ContextService) -> None:
+        """Keep what the service a configuration reload replaces had learned: calibrations, tokenizers,
+        models' trained lengths, the counts."""
+        self.calibrator, self._counters, self._trained_max = (previous.calibrator, previous._counters,
+                                                              previous._trained_max)
+        self.truncations, self.decisions = previous.truncations, previous.decisions
+
     async def count(self, model: str, body: dict[str, Any], backend_hint: Backend | None) -> Sizing:
         """Count the prompt with the best method available right now (never waits on the network).
 

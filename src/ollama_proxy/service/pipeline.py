@@ -254,8 +254,11 @@ class Pipeline:
         if final is None or not call.model:
             return
         now = self._clock()
-        self.router.observe_latency(backend, call.model, ttft_ms=((record.first_byte or now) - record.started) * 1000,
-                                    total_ms=(now - record.started) * 1000, final=final)
+        # The admission wait is the router's to estimate from the queue, not part of the backend's speed;
+        # the operation and the body tell real inference from load and unload calls.
+        self.router.observe_latency(backend, call.model, ttft_ms=((record.first_byte or now) - record.started) * 1000
+                                    - record.queued_ms, total_ms=(now - record.started) * 1000 - record.queued_ms,
+                                    final=final, operation=call.operation, body=call.body)
         if sizing is not None and backend.is_ollama and self.context.observe(sizing, final, backend):
             record.truncated = f"prompt_eval_count={final.get('prompt_eval_count')} counted={sizing.count.tokens}"
         load_ns = final.get("load_duration")

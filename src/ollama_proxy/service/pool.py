@@ -170,7 +170,10 @@ class BackendPool:
     """All backends, keyed by id, with the timers that keep their facts fresh."""
 
     def __init__(self, backends: tuple[BackendConfig, ...], router: RouterConfig, transport: Transport,
-                 tasks: TaskSet, *, clock: Callable[[], float] = time.monotonic) -> None:
+                 tasks: TaskSet, *, clock: Callable[[], float] = time.monotonic,
+                 previous: BackendPool | None = None) -> None:
+        """`previous`: the pool a configuration reload replaces. Its backends whose settings did not change
+        are taken over as they are (connections, breaker, queue, what was learned), not rebuilt."""
         self.router = router
         self._tasks = tasks
         self._clock = clock
@@ -178,11 +181,23 @@ class BackendPool:
         self.revision = 0
         # In flight and queued per backend, in pool order, kept by the admission queues themselves.
         self.load_board = LoadBoard(len(backends))
-        self.backends: dict[str, Backend] = {
-            b.id: Backend(b, router, transport.client_for(b, router), clock=clock, on_change=self._changed,
-                          on_load=partial(self.load_board.count, row))
-            for row, b in enumerate(backends)}
+        kept = previous.backends if previous is not None and previous.router == router else {}
+        self.backends: dict[str, Backend] = {}
+        for row, config in enumerate(backends):
+            backend = kept.get(config.id)
+            if backend is not None and backend.config == config:
+                self._take_over(backend, row)
+            else:
+                backend = Backend(config, router, transport.client_for(config, router), clock=clock,
+                                  on_change=self._changed, on_load=partial(self.load_board.count, row))
+            self.backends[config.id] = backend
+        self.taken_over = frozenset(b.id for b in self if kept.get(b.id) is b)
         self._timers: list[asyncio.Task[Any]] = []
+
+    def _take_over(self, backend: Backend, row: int) -> None:
+        backend.on_change = self._changed
+        backend.gate.queue.on_change = partial(self.load_board.count, row)
+        self.load_board.count(row, backend.gate.queue)
 
     def _changed(self) -> None:
         self.revision += 1
@@ -199,16 +214,32 @@ class BackendPool:
 
     async def start(self) -> None:
         for backend in self:
-            await backend.client.start()
-        await asyncio.gather(*(self._refresh(b) for b in self))
-        self._timers = [self._tasks.spawn(self._keep_fresh(b), name=f"backend-{b.id}") for b in self]
+            if backend.id not in self.taken_over:
+                await backend.client.start()
+        # A disabled backend is never contacted: not probed, not listed, never shown reachable.
+        enabled = [b for b in self if b.config.enabled]
+        for backend in self:
+            if not backend.config.enabled:
+                backend.last_error = "disabled in the configuration (enabled: false)"
+        await asyncio.gather(*(self._refresh(b) for b in enabled))
+        self._timers = [self._tasks.spawn(self._keep_fresh(b), name=f"backend-{b.id}") for b in enabled]
 
-    async def close(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
+    async def close(self, keep: frozenset[str] = frozenset()) -> None:
+        """Stop the timers and close the backends' connections, except those of `keep` (taken over by
+        the pool of a reloaded configuration)."""
+        self.stop_refreshing()
         await asyncio.gather(*self._timers, return_exceptions=True)
         for backend in self:
-            await backend.client.close()
+            if backend.id not in keep:
+                await backend.client.close()
+
+    def stop_refreshing(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+
+    def idle(self, keep: frozenset[str] = frozenset()) -> bool:
+        """Nothing in flight or queued on the backends other than `keep`'s."""
+        return all(not b.gate.queue.in_flight and not b.gate.queue.queued for b in self if b.id not in keep)
 
     # What requests learn about a backend, written here and nowhere else.
 

@@ -2,8 +2,9 @@
 
 It turns the pool's mutable facts into the frozen `BackendView`s and the columns (`Fleet`) that
 the pure `core.routing.select` decides from, holds the efficiency mode the user set (and what
-`auto` resolves to from the system monitor), and keeps the learned latency book. (Each attempt's
-outcome goes to the pool, which owns the breakers.)
+`auto` resolves to from the system monitor), and keeps the learned latency book, fed only by real
+inference (`core.routing.latency.sample_kind`). (Each attempt's outcome goes to the pool, which owns
+the breakers.)
 
 Every request pays for its decision, so the columns are kept between requests and rebuilt only
 when something in them changes: the pool's revision (reachability, models, residency, breaker
@@ -18,15 +19,16 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import cache
 from typing import Any, Protocol
 
 from ollama_proxy.config.schema import Config
-from ollama_proxy.core.modes import EfficiencyMode
+from ollama_proxy.core.modes import POLICIES, EfficiencyMode
+from ollama_proxy.core.operations import Operation
 from ollama_proxy.core.routing.fleet import ELIGIBLE, Fleet, Load
-from ollama_proxy.core.routing.latency import LatencyBook
+from ollama_proxy.core.routing.latency import LOAD_NOTICEABLE_MS, LatencyBook, sample_kind
 from ollama_proxy.core.routing.select import RoutingDecision, select
 from ollama_proxy.core.routing.state import BackendView, BreakerState, RouteRequest, ThermalState
 from ollama_proxy.core.routing.weights import Weights, weights_for
@@ -92,28 +94,32 @@ class Router:
 
     def decide(self, request: RouteRequest) -> RoutingDecision:
         mode, _ = self.effective_mode()
-        if self._single is not None and request.target is None and request.max_latency_ms is None \
-                and request.max_power_watts is None:
+        cap = self.config.router.ultra_efficiency_max_watts if POLICIES[mode].power_capped else None
+        single = self._single
+        if single is not None and request.target is None and request.max_latency_ms is None \
+                and request.max_power_watts is None and (cap is None or single.config.characteristics.power_watts
+                                                         <= cap):
             # One backend and nothing to check against it: there is no choice to compute.
-            return self._single_decision(self._single, mode)
+            return self._single_decision(single, mode)
         fleet, load = self.fleet(self._clock()), self.load()
         try:
-            return select(request, fleet, load, mode, self.weights(mode), rng=self._rng)
+            return select(request, fleet, load, mode, self.weights(mode), rng=self._rng, power_cap_w=cap)
         except NoBackendAvailable:
             if (fleet.exclusion == ELIGIBLE).any():
                 raise
         # Every backend failed its last check. Rather than refuse on stale news, try them anyway:
         # one may be back, and if not the client gets the real connect error (502 naming it).
         hopeful = [replace(v, healthy=True, breaker=BreakerState.CLOSED) for v in fleet.views]
-        return select(request, Fleet(hopeful, self.latency), load, mode, self.weights(mode), rng=self._rng)
+        return select(request, Fleet(hopeful, self.latency), load, mode, self.weights(mode), rng=self._rng,
+                      power_cap_w=cap)
 
     def _single_decision(self, backend: Backend, mode: EfficiencyMode) -> RoutingDecision:
         c = backend.config.characteristics
         if self._single_cached is None or self._single_cached.mode is not mode:
             self._single_cached = RoutingDecision(
                 backend_id=backend.id, alternatives=(), estimated_latency_ms=c.avg_latency_ms,
-                estimated_power_w=c.power_watts, reason=f"{mode.value}: the only configured backend",
-                mode=mode, scores={}, excluded={})
+                estimated_power_w=c.power_watts, reason=f"only-candidate; mode-{mode.value}, the only configured "
+                "backend", mode=mode, scores={}, excluded={})
         return self._single_cached
 
     def fleet(self, now: float) -> Fleet:
@@ -153,20 +159,29 @@ class Router:
             healthy=backend.reachable is not False, breaker=backend.breaker.routing_state(now),
             models=frozenset(backend.models) if backend.models is not None else None,
             loaded=backend.loaded, in_flight=queue.in_flight, queued=queue.depth_by_level(),
-            latency=self.latency.for_backend(backend.id), thermal=self.thermal(backend),
+            latency=self.latency.for_backend(backend.id), load_ms=self.latency.loads_for(backend.id),
+            thermal=self.thermal(backend),
         )
 
     def observe_latency(self, backend: Backend, model: str, *, ttft_ms: float, total_ms: float,
-                        final: dict[str, Any] | None) -> None:
-        tokens_per_s = load_ms = None
+                        final: Mapping[str, Any] | None, operation: Operation = Operation.GENERATE,
+                        body: Mapping[str, Any] | None = None) -> None:
+        """Learn from a finished call: its times when it was real work (a load, unload or management
+        call teaches nothing about serving speed), and its load time whenever Ollama reported one."""
+        load_ns = final.get("load_duration") if final else None
+        load_ms = load_ns / 1e6 if isinstance(load_ns, int) else 0.0
+        kind = sample_kind(operation, body, final)
+        if kind is None:
+            if load_ms >= LOAD_NOTICEABLE_MS and operation.runs_model:
+                self.latency.observe_load(backend.id, model, load_ms)
+            return
+        tokens_per_s = None
         if final:
             eval_count, eval_ns = final.get("eval_count"), final.get("eval_duration")
             if isinstance(eval_count, int) and isinstance(eval_ns, int) and eval_ns > 0:
                 tokens_per_s = eval_count / eval_ns * 1e9
-            load_ns = final.get("load_duration")
-            load_ms = load_ns / 1e6 if isinstance(load_ns, int) else None
         self.latency.observe(backend.id, model, ttft_ms=ttft_ms, total_ms=total_ms, tokens_per_s=tokens_per_s,
-                             load_ms=load_ms or 0.0)
+                             load_ms=load_ms, kind=kind)
 
     def backends_status(self) -> list[dict[str, Any]]:
         now = self._clock()
@@ -184,6 +199,7 @@ class Router:
                                         round(s.tokens_per_s, 1) if s.tokens_per_s else None,
                                         "samples": s.samples}
                                     for m, s in self.latency.for_backend(backend.id).items()},
+                "learned_load_ms": {m: round(ms, 1) for m, ms in self.latency.loads_for(backend.id).items()},
                 "thermal": {"level": thermal.level.value, "temp_c": thermal.temp_c, "reason": thermal.reason},
             })
             out.append(status)

@@ -1,8 +1,9 @@
 """The simulated Ollama server as an aiohttp application, and ways to run it.
 
-`build_sim_app` assembles the routes (native, management, /v1, and the /sim/ control endpoints),
-plus one middleware that counts requests, applies before-response faults and turns `SimError`
-into Ollama's error bodies. `SimServer` runs it on a free port inside a test; `run_sim` blocks for
+`build_sim_app` assembles the routes (native, management, /v1 with its OpenAI, Anthropic and Responses
+layers, and the /sim/ control endpoints), plus one middleware that counts requests, applies
+before-response faults and turns `SimError` into Ollama's error bodies (OpenAI- or Anthropic-shaped
+under /v1). `SimServer` runs it on a free port inside a test; `run_sim` blocks for
 the CLI. Request logic lives in the handler modules.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ollama_proxy.sim import manage, native, openai
+from ollama_proxy.sim import manage, messages, native, openai, responses
 from ollama_proxy.sim.config import SimConfig
 from ollama_proxy.sim.faults import Fault
 from ollama_proxy.sim.rules import SimError
@@ -24,9 +25,13 @@ from ollama_proxy.sim.wire import FAULT_KEY, error_response, hang, json_response
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _OPENAI_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 404: "not_found_error", 503: "overloaded_error"}
 
 
 def _error(path: str, status: int, message: str) -> web.Response:
+    if path == "/v1/messages":
+        kind = _ANTHROPIC_TYPES.get(status, "api_error")
+        return json_response({"type": "error", "error": {"type": kind, "message": message}}, status)
     if path.startswith("/v1/"):
         kind = _OPENAI_TYPES.get(status, "api_error")
         body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
@@ -101,6 +106,8 @@ def build_sim_app(config: SimConfig | None = None) -> web.Application:
     manage.add_routes(app)
     native.add_routes(app)
     openai.add_routes(app)
+    messages.add_routes(app)
+    responses.add_routes(app)
     app.router.add_get("/sim/stats", _stats)
     app.router.add_post("/sim/faults", _set_fault)
     app.router.add_delete("/sim/faults", _clear_faults)

@@ -76,15 +76,20 @@ class LineStream:
         self._sent = 0
         self.response = web.StreamResponse(headers={"Content-Type": SSE if sse else NDJSON})
 
-    def _frame(self, payload: bytes) -> bytes:
-        return b"data: " + payload + b"\n\n" if self._sse else payload + b"\n"
+    def _frame(self, payload: bytes, event: str | None = None) -> bytes:
+        if not self._sse:
+            return payload + b"\n"
+        # Anthropic's and the Responses streams name each event; their SDKs dispatch on the name.
+        named = b"event: " + event.encode() + b"\n" if event else b""
+        return named + b"data: " + payload + b"\n\n"
 
     async def open(self) -> None:
         await self.response.prepare(self._request)
 
-    async def send(self, obj: Mapping[str, Any]) -> None:
+    async def send(self, obj: Mapping[str, Any], event: str | None = None) -> None:
+        """One line, or one SSE event (`event:` named when given)."""
         await self._maybe_fault()
-        await self.response.write(self._frame(orjson.dumps(obj)))
+        await self.response.write(self._frame(orjson.dumps(obj), event))
         self._sent += 1
 
     async def finish(self, trailer: bytes = b"") -> web.StreamResponse:

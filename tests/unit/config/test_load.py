@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ollama_proxy.config.load import load_config
+from ollama_proxy.config.load import load_config, proxy_url
 from ollama_proxy.errors import ConfigError
 
 
@@ -88,10 +88,107 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         load_config(tmp_path / "absent.yaml", environ={})
 
 
-def test_upstream_flag_with_backend_list_is_ambiguous(tmp_path: Path) -> None:
-    path = write(tmp_path, "backends: [{id: a, endpoint: 'http://x:1'}]")
-    with pytest.raises(ConfigError, match="cannot be combined"):
-        load_config(path, environ={}, overrides={"ollama_port": 11434})
+@pytest.mark.parametrize(("written", "endpoint"), [
+    pytest.param("gpu-box", "http://gpu-box:11434", id="host"),
+    pytest.param("127.0.0.1:22434", "http://127.0.0.1:22434", id="host:port"),
+    pytest.param("[fd00::5]:9000", "http://[fd00::5]:9000", id="[v6]:port"),
+    pytest.param("::1", "http://[::1]:11434", id="bare-v6"),
+    pytest.param("http://gpu-box:9000", "http://gpu-box:9000", id="url"),
+    pytest.param("https://gpu-box/ollama", "https://gpu-box/ollama", id="url-default-port-and-path"),
+    pytest.param("http://gpu-box", "http://gpu-box", id="url-port-80-as-ollama-reads-it"),
+    pytest.param(":11500", "http://127.0.0.1:11500", id="port-only"),
+])
+def test_ollama_host_is_read_as_ollama_host_is_written(written: str, endpoint: str) -> None:
+    assert load_config(environ={}, overrides={"ollama_host": written}).backends[0].endpoint == endpoint
+    assert load_config(environ={"OLLAMA_BASE_URL": written}).backends[0].endpoint == endpoint
+
+
+@pytest.mark.parametrize("written", ["gpu-box:port", "gpu-box:0", "gpu-box:70000", "[::1", "[::1]x", "ftp://x"])
+def test_bad_ollama_host_names_the_flag_and_the_value_once(written: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(environ={}, overrides={"ollama_host": written})
+    message = str(info.value)
+    assert message.startswith("--ollama-host: ") and message.count(repr(written)) == 1
+
+
+def test_port_flag_keeps_the_host_from_the_environment() -> None:
+    config = load_config(environ={"OLLAMA_BASE_URL": "http://gpu-box:9999"}, overrides={"ollama_port": 11434})
+    assert config.backends[0].endpoint == "http://gpu-box:11434"
+    assert load_config(environ={"OLLAMA_BASE_URL": "https://u:p@[fd00::5]:1/x"},
+                       overrides={"ollama_port": 2}).backends[0].endpoint == "https://u:p@[fd00::5]:2/x"
+
+
+def test_host_flag_beats_the_environment_and_port_flag_beats_both() -> None:
+    env = {"OLLAMA_BASE_URL": "http://gpu-box:9999"}
+    assert load_config(environ=env, overrides={"ollama_host": "other"}).backends[0].endpoint == "http://other:11434"
+    assert load_config(environ=env, overrides={"ollama_host": "other:1", "ollama_port": 2}) \
+        .backends[0].endpoint == "http://other:2"
+
+
+def test_empty_base_url_counts_as_unset() -> None:
+    assert load_config(environ={"OLLAMA_BASE_URL": ""}).backends[0].endpoint == "http://127.0.0.1:11434"
+
+
+def test_base_url_replaces_the_sole_backends_endpoint_in_a_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "backends: [{id: a, name: A, endpoint: 'http://x:1', characteristics: {priority: 7}}]")
+    config = load_config(path, environ={"OLLAMA_BASE_URL": "http://ollama:11434"})
+    (only,) = config.backends
+    assert (only.id, only.name, only.endpoint, only.characteristics.priority) == ("a", "A", "http://ollama:11434", 7)
+    # A port flag alone keeps the file's host.
+    assert load_config(path, environ={}, overrides={"ollama_port": 2}).backends[0].endpoint == "http://x:2"
+
+
+def test_base_url_replaces_the_default_backends_endpoint(tmp_path: Path) -> None:
+    path = write(tmp_path, "router: {default_backend: b}\n"
+                           "backends: [{id: a, endpoint: 'http://x:1'}, {id: b, endpoint: 'http://y:2'}]")
+    config = load_config(path, environ={"OLLAMA_BASE_URL": "gpu-box:3"})
+    assert [b.endpoint for b in config.backends] == ["http://x:1", "http://gpu-box:3"]
+
+
+def test_base_url_with_several_backends_and_no_default_says_how_to_choose(tmp_path: Path) -> None:
+    path = write(tmp_path, "backends: [{id: a, endpoint: 'http://x:1'}, {id: b, endpoint: 'http://y:2'}]")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={"OLLAMA_BASE_URL": "http://ollama:11434"})
+    message = str(info.value)
+    assert "OLLAMA_BASE_URL" in message and "(a, b)" in message and "router.default_backend" in message
+    with pytest.raises(ConfigError, match="--ollama-port would replace"):
+        load_config(path, environ={}, overrides={"ollama_port": 1})
+    # Without an upstream setting the file is used as written.
+    assert len(load_config(path, environ={"OLLAMA_BASE_URL": ""}).backends) == 2
+
+
+def test_a_validators_message_quotes_the_value_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "backends: [{id: a, endpoint: 'ftp://x'}]"), environ={})
+    assert str(info.value).count("'ftp://x'") == 1
+
+
+def test_listen_flags_reach_the_config(tmp_path: Path) -> None:
+    path = write(tmp_path, "server: {log_format: json, host: 127.0.0.2}")
+    assert load_config(path, environ={}).server.log_format == "json"
+    config = load_config(path, environ={}, overrides={"log_format": "text", "host": "127.0.0.3"})
+    assert (config.server.log_format, config.server.host) == ("text", "127.0.0.3")
+    with pytest.raises(ConfigError, match=r"server\.log_format"):
+        load_config(write(tmp_path, "server: {log_format: xml}"), environ={})
+
+
+@pytest.mark.parametrize(("server", "url"), [
+    pytest.param("{}", "http://127.0.0.1:11435", id="defaults"),
+    pytest.param("{host: 0.0.0.0, http_port: 9000}", "http://127.0.0.1:9000", id="every-interface"),
+    pytest.param("{host: '::', http_port: 9001}", "http://[::1]:9001", id="every-v6-interface"),
+    pytest.param("{host: 127.0.0.2}", "http://127.0.0.2:11435", id="address"),
+])
+def test_proxy_url_is_where_the_config_listens(tmp_path: Path, server: str, url: str) -> None:
+    path = write(tmp_path, f"server: {server}\nbackends: [{{id: a, endpoint: 'http://x:1'}}]")
+    assert proxy_url(path, environ={}) == url
+    assert proxy_url(environ={"OLLAMA_PROXY_CONFIG": str(path)}) == url
+
+
+def test_proxy_url_from_the_environment_first(tmp_path: Path) -> None:
+    path = write(tmp_path, "server: {http_port: 9000}")
+    assert proxy_url(path, environ={"OLLAMA_PROXY_URL": "gpu-box"}) == "http://gpu-box:11435"
+    assert proxy_url(environ={"OLLAMA_PROXY_URL": "https://proxy.lan/"}) == "https://proxy.lan/"
+    assert proxy_url(environ={}) == "http://127.0.0.1:11435"
 
 
 def test_api_keys_are_masked_in_repr(tmp_path: Path) -> None:

@@ -18,5 +18,5 @@ def test_translation_core_imports_no_io_library() -> None:
 def test_all_lists_exactly_the_public_names() -> None:
     public = {name for name in vars(translation) if not name.startswith("_")}
     modules = {"errors", "fields", "messages", "requests", "responses", "reverse_requests",
-               "reverse_responses", "sse", "stream", "annotations"}
+               "reverse_responses", "responses_api", "responses_events", "sse", "stream", "annotations"}
     assert set(translation.__all__) == public - modules

@@ -73,6 +73,6 @@ def test_decision_renders_into_response_headers() -> None:
         "X-Backend-Used": "fast",
         "X-Estimated-Latency-Ms": "120",
         "X-Estimated-Power-W": "55.0",
-        "X-Routing-Reason": "balanced+latency-critical: faster (best of 3)",
+        "X-Routing-Reason": "latency-critical; fast est. 120 ms vs mid 400 ms",
         "X-Alternatives": "mid,slow",
     }

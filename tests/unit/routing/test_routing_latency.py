@@ -1,11 +1,20 @@
-"""Learned latency: moving averages per backend and model, and the estimate selection uses."""
+"""Learned latency: what counts as a sample, moving averages per backend, model and kind, load times,
+and the estimate selection uses."""
 
 from __future__ import annotations
 
 import pytest
 
 from ollama_proxy.core.admission import Priority
-from ollama_proxy.core.routing.latency import LatencyBook, estimate_latency_ms, updated
+from ollama_proxy.core.operations import Operation
+from ollama_proxy.core.routing.latency import (
+    DEFAULT_LOAD_MS,
+    LatencyBook,
+    SampleKind,
+    estimate_latency_ms,
+    sample_kind,
+    updated,
+)
 from ollama_proxy.core.routing.state import BackendView, LatencyStats
 
 
@@ -45,19 +54,83 @@ def test_book_keys_by_backend_and_normalised_model() -> None:
     assert book.get("gpu", "llama3") is None
 
 
-def test_cold_load_time_is_taken_out() -> None:
+def test_cold_load_time_is_taken_out_and_learned_apart() -> None:
     book = LatencyBook()
     stats = book.observe("gpu", "m", ttft_ms=4100, total_ms=5000, load_ms=4000)
-    assert (stats.ttft_ms, stats.service_ms) == (100, 1000)
+    assert stats is not None and (stats.ttft_ms, stats.service_ms) == (100, 1000)
+    assert book.load_ms("gpu", "m:latest") == 4000
+
+
+def test_a_load_longer_than_the_wall_clock_teaches_only_the_load() -> None:
+    # A sped-up simulator reports modelled durations on another clock than the proxy's.
+    book = LatencyBook()
+    assert book.observe("gpu", "m", ttft_ms=30, total_ms=90, load_ms=400) is None
+    assert book.get("gpu", "m") is None and book.load_ms("gpu", "m") == 400
+
+
+def test_a_warm_runner_hand_out_is_not_a_load() -> None:
+    book = LatencyBook()
+    stats = book.observe("gpu", "m", ttft_ms=100, total_ms=500, load_ms=5)
+    assert stats is not None and stats.ttft_ms == 100 and book.load_ms("gpu", "m") is None
+
+
+@pytest.mark.parametrize(("operation", "body", "final", "expected"), [
+    pytest.param(Operation.GENERATE, {"model": "m"}, {"done_reason": "load"}, None, id="ollama-run-preload"),
+    pytest.param(Operation.GENERATE, {"model": "m", "prompt": ""}, {}, None, id="empty-prompt"),
+    pytest.param(Operation.CHAT, {"model": "m", "messages": []}, {"done_reason": "load"}, None, id="empty-messages"),
+    pytest.param(Operation.CHAT, {"model": "m", "messages": [], "keep_alive": 0}, {"done_reason": "unload"}, None,
+                 id="ollama-stop-unload"),
+    pytest.param(Operation.GENERATE, {"model": "m", "keep_alive": 0}, None, None, id="unload-without-final"),
+    pytest.param(Operation.GENERATE, {"model": "m", "prompt": "hi"}, {"done_reason": "unload"}, None,
+                 id="done-reason-says-unload"),
+    pytest.param(Operation.CHAT, {"messages": [{"role": "user", "content": "hi"}]}, {"done_reason": "stop"},
+                 SampleKind.GENERATION, id="chat"),
+    pytest.param(Operation.GENERATE, {"prompt": "hi", "keep_alive": 0}, {"done_reason": "stop"},
+                 SampleKind.GENERATION, id="answered-then-unloaded-is-real-work"),
+    pytest.param(Operation.COMPLETION, {"prompt": "hi"}, {}, SampleKind.GENERATION, id="openai-completion"),
+    pytest.param(Operation.EMBED, {"input": "hi"}, {}, SampleKind.EMBEDDING, id="embed"),
+    pytest.param(Operation.EMBEDDINGS, {"prompt": "hi"}, {}, SampleKind.EMBEDDING, id="legacy-embeddings"),
+    pytest.param(Operation.PULL, {"model": "m"}, {"status": "success"}, None, id="management"),
+    pytest.param(Operation.SHOW, {"model": "m"}, {}, None, id="show"),
+])
+def test_only_real_inference_is_a_sample(operation: Operation, body: dict[str, object],
+                                         final: dict[str, object] | None, expected: SampleKind | None) -> None:
+    assert sample_kind(operation, body, final) == expected
+
+
+def test_embeddings_are_learned_apart_from_generation() -> None:
+    book = LatencyBook()
+    book.observe("gpu", "m", ttft_ms=900, total_ms=3000)
+    book.observe("gpu", "m", ttft_ms=5, total_ms=5, kind=SampleKind.EMBEDDING)
+    assert book.get("gpu", "m").ttft_ms == 900  # type: ignore[union-attr]
+    assert book.get("gpu", "m", SampleKind.EMBEDDING).ttft_ms == 5  # type: ignore[union-attr]
+    assert book.for_backend("gpu")["m:latest"].ttft_ms == 900
+    assert book.column(["gpu"], "m:latest")[0].ttft_ms == 900  # type: ignore[union-attr]
+    # A model only ever embedded is routed by its embedding times.
+    book.observe("gpu", "nomic", ttft_ms=7, total_ms=7, kind=SampleKind.EMBEDDING)
+    assert book.column(["gpu"], "nomic:latest")[0].ttft_ms == 7  # type: ignore[union-attr]
 
 
 def test_learned_view_feeds_the_estimate() -> None:
     book = LatencyBook()
     book.observe("gpu", "m", ttft_ms=250, total_ms=900)
-    view = BackendView("gpu", avg_latency_ms=100, latency=book.for_backend("gpu"))
+    view = BackendView("gpu", avg_latency_ms=100, latency=book.for_backend("gpu"), loaded={"m": None, "other": None})
     assert estimate_latency_ms(view, "m:latest") == 250
     assert estimate_latency_ms(view, "other:latest") == 100
     assert estimate_latency_ms(view, None) == 100
+
+
+@pytest.mark.parametrize(("loaded", "load_ms", "context_tokens", "expected"), [
+    pytest.param({"m": 8192}, {}, 4096, 250, id="resident-and-fits"),
+    pytest.param({}, {}, None, 250 + DEFAULT_LOAD_MS, id="cold-default-load"),
+    pytest.param({}, {"m": 400}, None, 650, id="cold-learned-load"),
+    pytest.param({"m": 2048}, {"m": 400}, 8192, 650, id="resident-too-small-reloads"),
+])
+def test_the_load_is_charged_where_the_model_is_not_ready(loaded: dict[str, int], load_ms: dict[str, float],
+                                                          context_tokens: int | None, expected: float) -> None:
+    stats = {"m": LatencyStats(ttft_ms=250, tokens_per_s=None, service_ms=900, samples=3)}
+    view = BackendView("gpu", latency=stats, loaded=loaded, load_ms=load_ms)
+    assert estimate_latency_ms(view, "m:latest", context_tokens=context_tokens) == expected
 
 
 @pytest.mark.parametrize(("in_flight", "queued", "priority", "expected"), [
@@ -71,5 +144,5 @@ def test_learned_view_feeds_the_estimate() -> None:
 def test_queue_wait_in_the_estimate(in_flight: int, queued: tuple[int, int, int, int], priority: Priority,
                                     expected: float) -> None:
     stats = {"m": LatencyStats(ttft_ms=200, tokens_per_s=None, service_ms=1000, samples=3)}
-    view = BackendView("b", max_concurrent=2, in_flight=in_flight, queued=queued, latency=stats)
+    view = BackendView("b", max_concurrent=2, in_flight=in_flight, queued=queued, latency=stats, loaded={"m": None})
     assert estimate_latency_ms(view, "m:latest", priority) == pytest.approx(expected)

@@ -85,7 +85,7 @@ def _b1_resident(router: Router) -> None:
 def test_a_change_reaches_the_next_decision(change: Callable[[Router], None], expected: str) -> None:
     router = _router()
     before = router.decide(RouteRequest(model=MODEL))
-    assert before.reason.startswith("balanced: near-tie of 2")  # identical twins, so the change decides
+    assert before.reason.startswith("mode-balanced; near-tie of 2")  # identical twins, so the change decides
     change(router)
     assert {_pick(router) for _ in range(20)} == {expected}
 

@@ -9,6 +9,7 @@ import pytest
 
 from ollama_proxy.core.admission import Priority
 from ollama_proxy.core.modes import EfficiencyMode
+from ollama_proxy.core.routing.latency import DEFAULT_LOAD_MS
 from ollama_proxy.core.routing.select import fail_over, select_backend
 from ollama_proxy.core.routing.state import (
     BackendView,
@@ -74,7 +75,7 @@ def test_ultra_efficiency_puts_the_hungriest_last() -> None:
                  id="power-efficient-goes-frugal"),
     pytest.param(RouteRequest(model=MODEL, max_power_watts=20), EfficiencyMode.PERFORMANCE, "igpu",
                  id="power-cap-excludes-hungry"),
-    pytest.param(RouteRequest(model=MODEL, max_latency_ms=500), EfficiencyMode.ULTRA_EFFICIENCY, "igpu",
+    pytest.param(RouteRequest(model=MODEL, max_latency_ms=1500), EfficiencyMode.EFFICIENCY, "igpu",
                  id="latency-budget-excludes-slow"),
     pytest.param(RouteRequest(model=MODEL, target="cpu"), EfficiencyMode.PERFORMANCE, "cpu",
                  id="explicit-target-wins"),
@@ -122,7 +123,7 @@ def test_residency_wins_a_tie() -> None:
                 BackendView("b", models=frozenset({MODEL}), loaded={MODEL: 4096})]
     decision = select_backend(RouteRequest(model=MODEL), backends, rng=random.Random(0))
     assert decision.backend_id == "b"
-    assert decision.reason.startswith("balanced: model loaded")
+    assert decision.reason.startswith("mode-balanced; model loaded")
 
 
 @pytest.mark.parametrize(("context_tokens", "expected"), [
@@ -135,7 +136,7 @@ def test_context_fit_beats_a_reload(context_tokens: int | None, expected: str | 
     decision = select_backend(RouteRequest(model=MODEL, context_tokens=context_tokens), backends,
                               rng=random.Random(0))
     if expected is None:
-        assert decision.reason.startswith("balanced: near-tie of 2")
+        assert decision.reason.startswith("mode-balanced; near-tie of 2")
     else:
         assert decision.backend_id == expected
         assert decision.scores["small"].as_dict()["context_fit"] == 0.0
@@ -172,7 +173,8 @@ def test_learned_latency_replaces_the_static_guess() -> None:
     decision = select_backend(RouteRequest(model=MODEL, latency_critical=True), backends,
                               rng=random.Random(0))
     assert decision.backend_id == "igpu"
-    assert decision.scores["nvidia"].estimated_latency_ms == 2500
+    # Not resident: the load (the default guess, nothing learned) comes on top.
+    assert decision.scores["nvidia"].estimated_latency_ms == 2500 + DEFAULT_LOAD_MS
 
 
 def test_priority_setting_breaks_a_tie() -> None:
@@ -191,7 +193,7 @@ def test_near_ties_are_broken_by_the_rng() -> None:
 
 def test_custom_weights_override_the_mode() -> None:
     power_only = Weights(power=1.0)
-    decision = select_backend(RouteRequest(model=MODEL), _profiles(), EfficiencyMode.PERFORMANCE,
+    decision = select_backend(RouteRequest(model=MODEL), _profiles(), EfficiencyMode.BALANCED,
                               power_only, rng=random.Random(0))
     assert decision.backend_id == "npu"
 
@@ -199,8 +201,8 @@ def test_custom_weights_override_the_mode() -> None:
 def test_decision_estimates_and_reason() -> None:
     decision = select_backend(RouteRequest(model=MODEL), _profiles(), EfficiencyMode.PERFORMANCE,
                               rng=random.Random(0))
-    assert (decision.estimated_latency_ms, decision.estimated_power_w) == (120, 55)
-    assert decision.reason == "performance: faster (best of 4)"
+    assert (decision.estimated_latency_ms, decision.estimated_power_w) == (120 + DEFAULT_LOAD_MS, 55)
+    assert decision.reason == "mode-performance; nvidia est. 1120 ms vs igpu 1400 ms"
     assert decision.reason.isascii()
 
 
@@ -279,7 +281,7 @@ def test_fail_over_moves_to_the_next_alternative_and_says_why() -> None:
     assert moved.alternatives == decision.alternatives[1:]
     assert moved.estimated_latency_ms == decision.scores[second].estimated_latency_ms
     assert moved.estimated_power_w == 99.0
-    assert moved.reason.endswith(f"; failed over from {first} (unreachable)")
+    assert moved.reason == f"failover; failed over from {first} (unreachable); {decision.reason}"
     last = decision
     for backend in decision.alternatives:
         last = fail_over(last, last.backend_id, "x", power_w=1.0)

@@ -27,16 +27,18 @@ from ollama_proxy.adapters.http.metrics import Metrics
 from ollama_proxy.adapters.http.replies import error_response, stream_error_line
 from ollama_proxy.config.schema import Config
 from ollama_proxy.core.ollama_api import (
+    CONTEXT_PREFIX,
     ContextRoute,
     SizeMode,
     is_api_path,
     model_of,
     normalized_path,
+    sizes_itself,
     split_context_route,
 )
 from ollama_proxy.core.openai.sse import DONE_EVENT, encode_event
 from ollama_proxy.core.operations import Dialect, Operation
-from ollama_proxy.core.routing.headers import ROUTE_HEADERS, decision_headers, parse_route_headers
+from ollama_proxy.core.routing.headers import ROUTE_HEADERS, decision_headers, parse_route_headers, refusal_headers
 from ollama_proxy.core.streams import EndOfStream, StreamFailure
 from ollama_proxy.errors import BadRequest, NoBackendAvailable, OllamaProxyError, PayloadTooLarge
 from ollama_proxy.service.pipeline import Pipeline
@@ -49,7 +51,8 @@ _NATIVE = {"/api/generate": Operation.GENERATE, "/api/chat": Operation.CHAT, "/a
            "/api/push": Operation.PUSH, "/api/create": Operation.CREATE, "/api/copy": Operation.COPY,
            "/api/delete": Operation.DELETE, "/api/tags": Operation.TAGS, "/api/ps": Operation.PS}
 _OPENAI = {"/v1/chat/completions": Operation.CHAT, "/v1/completions": Operation.COMPLETION,
-           "/v1/embeddings": Operation.EMBED, "/v1/models": Operation.MODELS}
+           "/v1/embeddings": Operation.EMBED, "/v1/models": Operation.MODELS, "/v1/responses": Operation.RESPONSES}
+_ANTHROPIC = {"/v1/messages": Operation.CHAT, "/v1/messages/count_tokens": Operation.COUNT_TOKENS}
 _MODELS_PREFIX = "/v1/models/"
 # What the proxy sends on to a backend; OPTIONS is answered here, anything else is refused.
 _FORWARDED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"})
@@ -75,15 +78,22 @@ def operation_of(path: str) -> tuple[Operation, Dialect, str | None]:
     if path.startswith("/v1/") or path == "/v1":
         if path.startswith(_MODELS_PREFIX):
             return Operation.MODELS, Dialect.OPENAI, path[len(_MODELS_PREFIX):]
+        anthropic = _ANTHROPIC.get(path)
+        if anthropic is not None:
+            return anthropic, Dialect.ANTHROPIC, None
         return _OPENAI.get(path, Operation.OTHER), Dialect.OPENAI, None
     return _NATIVE.get(path, Operation.OTHER), Dialect.OLLAMA, None
 
 
 class HttpFront:
     def __init__(self, config: Config, pipeline: Pipeline, metrics: Metrics) -> None:
-        self.pipeline = pipeline
         self.metrics = metrics
         self.in_flight = 0  # requests being handled now: what a shutdown drains
+        self.follow(config, pipeline)
+
+    def follow(self, config: Config, pipeline: Pipeline) -> None:
+        """Serve new requests with these (a configuration reload); requests under way keep theirs."""
+        self.pipeline = pipeline
         self._sizes = config.context.sizes
         self._default_route = SizeMode(config.context.default_route.value)
         self._max_body_bytes = config.server.max_body_bytes
@@ -130,14 +140,15 @@ class HttpFront:
     async def _call(self, request: web.Request, exchange: _Exchange, *, uuid_shaped: bool
                     ) -> Call | web.StreamResponse:
         try:
-            exchange.route = route = split_context_route(normalized_path(request.path), self._sizes,
-                                                         self._default_route)
+            exchange.requested = normalized_path(request.path)
+            exchange.route = route = split_context_route(exchange.requested, self._sizes, self._default_route)
         except ValueError as exc:
             raise BadRequest(str(exc)) from exc
         path = route.path
         if not is_api_path(path):
             raise BadRequest(f"no such endpoint: {path} (the proxy forwards /, /api/... and /v1/...; its own "
-                             "views are /health, /backends, /efficiency, /thermal and /metrics)", 404)
+                             "views are the status page /ui, /status, /health, /backends, /efficiency, /thermal "
+                             "and /metrics)", 404)
         if request.method not in _FORWARDED_METHODS:
             if request.method == "OPTIONS":
                 # Preflights are answered by the CORS guard; nothing else about OPTIONS concerns a backend.
@@ -145,14 +156,18 @@ class HttpFront:
             raise BadRequest(f"method {request.method} is not allowed (allowed: {_ALLOW})", 405)
         operation, dialect, model_id = operation_of(path)
         body = raw = None
-        if request.method in _BODY_METHODS and (operation.json_body or dialect is Dialect.OPENAI):
+        if request.method in _BODY_METHODS and (operation.json_body or dialect is not Dialect.OLLAMA):
             body, raw = await self._read_json(request, operation, dialect)
         exchange.model = model_of(body) if body is not None else None
         streamed = raw is None and request.body_exists
+        size_mode = route.mode
+        if not exchange.requested.startswith(CONTEXT_PREFIX) and body is not None and sizes_itself(body):
+            # A bare path sizes by default, but never over the client's own choice.
+            size_mode = SizeMode.PASSTHROUGH
         return Call(
             operation=operation, dialect=dialect, method=request.method, path=path, request_id=exchange.request_id,
             model=exchange.model, hints=parse_route_headers(_routing_headers(request.headers)),
-            size_mode=route.mode, fixed_size=route.size, body=body, raw_body=raw,
+            size_mode=size_mode, fixed_size=route.size, body=body, raw_body=raw,
             upload=request.content.iter_any() if streamed else None, query=request.query_string or None,
             headers=forwardable_request_headers(request.headers.items(), self._drop),
             request_id_is_uuid=uuid_shaped, model_id=model_id)
@@ -223,7 +238,8 @@ class HttpFront:
         started = exchange.started_stream
         if started is not None:
             with contextlib.suppress(ConnectionError):
-                await started.write(stream_error_line(str(exc), "event-stream" in started.content_type))
+                await started.write(stream_error_line(str(exc), "event-stream" in started.content_type,
+                                                      path=exchange.path))
                 await started.write_eof()
             return started
         extra: dict[str, Any] = {}
@@ -231,6 +247,9 @@ class HttpFront:
             extra["excluded"] = exc.reasons
         headers = self._decision_headers(exchange.request_id, exchange.record) if exchange.record else {
             "X-Request-ID": exchange.request_id}
+        if isinstance(exc, NoBackendAvailable) and "X-Routing-Reason" not in headers:
+            # Routing refused before deciding anything: the refusal explains itself in the same headers.
+            headers.update(refusal_headers(exc))
         return error_response(exchange.path, str(exc), getattr(exc, "status", 500), headers=headers,
                               retry_after_s=getattr(exc, "retry_after_s", None), **extra)
 
@@ -240,23 +259,34 @@ class HttpFront:
         elapsed = time.perf_counter() - exchange.started
         backend = record.backend_id if record and record.backend_id else "-"
         self.metrics.observe(backend, exchange.status, elapsed)
-        queued = f" queued={record.queued_ms:.1f}ms" if record and record.queued_ms >= 0.1 else ""
+        if not log.isEnabledFor(logging.INFO):
+            return
+        sizing = record.sizing if record else None
+        queued_ms = record.queued_ms if record else 0.0
         failure = exchange.failure or (record.failure if record else None)
-        log.info("%s %s %s model=%s backend=%s status=%d %.1fms%s%s", exchange.request_id, exchange.method,
-                 exchange.path, exchange.model or "-", backend, exchange.status, elapsed * 1000, queued,
-                 f" failed: {failure}" if failure else (f" ({note})" if note else ""))
+        sized = f" num_ctx={sizing.num_ctx} ({sizing.reason.value})" if sizing else ""
+        queued = f" queued={queued_ms:.1f}ms" if queued_ms >= 0.1 else ""
+        fields = {"request_id": exchange.request_id, "method": exchange.method, "path": exchange.requested,
+                  "model": exchange.model, "backend": backend, "status": exchange.status,
+                  "duration_ms": round(elapsed * 1000, 1), "queued_ms": round(queued_ms, 1),
+                  "num_ctx": sizing.num_ctx if sizing else None,
+                  "sizing_reason": sizing.reason.value if sizing else None, "failure": failure or note}
+        log.info("%s %s %s model=%s backend=%s%s status=%d %.1fms%s%s", exchange.request_id, exchange.method,
+                 exchange.requested, exchange.model or "-", backend, sized, exchange.status, elapsed * 1000, queued,
+                 f" failed: {failure}" if failure else (f" ({note})" if note else ""), extra={"fields": fields})
 
 
 class _Exchange:
     """What the front keeps about one request for its answer and its log line."""
 
-    __slots__ = ("failure", "method", "model", "record", "request_id", "route", "started", "started_stream",
-                 "status")
+    __slots__ = ("failure", "method", "model", "record", "request_id", "requested", "route", "started",
+                 "started_stream", "status")
 
     def __init__(self, request_id: str, method: str, route: ContextRoute) -> None:
         self.request_id = request_id
         self.method = method
         self.route = route
+        self.requested = route.path  # the path as the client wrote it, /proxy-context/... included
         self.started = time.perf_counter()
         self.model: str | None = None
         self.record: CallRecord | None = None

@@ -38,7 +38,12 @@ class Metrics:
                                  "that the proxy could not handle, by kind (stream_broken, internal_error).",
                                  ["kind"], registry=self.registry)
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
-        self.registry.register(_StateCollector(pool, router, context))
+        self._state = _StateCollector(pool, router, context)
+        self.registry.register(self._state)
+
+    def follow(self, pool: BackendPool, router: Router, context: ContextService) -> None:
+        """Report the parts a configuration reload put in place (the counters carry on)."""
+        self._state.pool, self._state.router, self._state.context = pool, router, context
 
     def observe(self, backend: str, status: int, seconds: float) -> None:
         children = self._children.get((backend, status))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hmac
 from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -16,14 +17,26 @@ from ollama_proxy.adapters.http.edge import EdgeLimits
 from ollama_proxy.adapters.http.front import HttpFront
 from ollama_proxy.adapters.http.metrics import Metrics
 from ollama_proxy.adapters.http.replies import error_response, json_response
+from ollama_proxy.adapters.http.statuspage import PAGE_PATHS, StatusPage
+from ollama_proxy.adapters.websocket.front import PATH as WEBSOCKET_PATH
+from ollama_proxy.adapters.websocket.front import WebSocketFront
 from ollama_proxy.config.schema import Config
 from ollama_proxy.core.modes import EfficiencyMode
+from ollama_proxy.errors import BadRequest
 from ollama_proxy.service.status import StatusViews
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Reloading(Protocol):
+    async def reload(self) -> dict[str, Any]:
+        """Re-read and apply the configuration; BadRequest when it cannot be (the old one stays)."""
+
 # The front's in-flight count is what a shutdown waits on.
 FRONT_KEY = web.AppKey("front", HttpFront)
 EDGE_KEY = web.AppKey("edge", EdgeLimits)
+# Open sockets are closed (1001) by a shutdown once their requests drained.
+WEBSOCKET_KEY = web.AppKey("websocket", WebSocketFront)
 _CORS_HEADERS = "Authorization, Content-Type, User-Agent, Accept, X-Requested-With, OpenAI-Beta, X-Request-ID, " \
                 "X-Target-Backend, X-Priority, X-Latency-Critical, X-Power-Efficient, X-Max-Latency-Ms, " \
                 "X-Max-Power-Watts, X-Media-Type, X-API-Key, x-stainless-*"
@@ -34,6 +47,15 @@ class AdminEndpoints:
 
     def __init__(self, views: StatusViews) -> None:
         self.views = views
+        self.reloader: Reloading | None = None
+
+    async def reload(self, request: web.Request) -> web.Response:
+        if self.reloader is None:
+            return error_response(request.path, "reloading is not wired in this proxy", 501)
+        try:
+            return json_response(await self.reloader.reload())
+        except BadRequest as exc:
+            return error_response(request.path, str(exc), exc.status)
 
     async def backends(self, request: web.Request) -> web.Response:
         return json_response(self.views.backends())
@@ -58,11 +80,12 @@ class AdminEndpoints:
         return json_response(self.views.thermal())
 
     async def health(self, request: web.Request) -> web.Response:
-        return json_response(self.views.health())
+        health = self.views.health()
+        return json_response(health, status=503 if health["status"] == "down" else 200)
 
 
-def build_http_app(config: Config, *, front: HttpFront, admin: AdminEndpoints, metrics: Metrics,
-                   edge: EdgeLimits) -> web.Application:
+def build_http_app(config: Config, *, front: HttpFront, websocket: WebSocketFront, admin: AdminEndpoints,
+                   metrics: Metrics, edge: EdgeLimits) -> web.Application:
     """The routes and their guards over the parts the composition root built."""
     # Authentication and CORS wrap each route's handler rather than being aiohttp middlewares:
     # aiohttp builds the middleware chain on every request, which cost more than the checks.
@@ -83,6 +106,7 @@ def build_http_app(config: Config, *, front: HttpFront, admin: AdminEndpoints, m
     app = web.Application(client_max_size=config.server.max_body_bytes)
     app[FRONT_KEY] = front
     app[EDGE_KEY] = edge
+    app[WEBSOCKET_KEY] = websocket
     if cors is not None:
         app.on_response_prepare.append(cors.on_prepare)
     app.router.add_get("/health", guarded(admin.health))
@@ -91,7 +115,13 @@ def build_http_app(config: Config, *, front: HttpFront, admin: AdminEndpoints, m
     app.router.add_post("/efficiency", guarded(admin.set_efficiency))
     app.router.add_get("/thermal", guarded(admin.thermal))
     app.router.add_get("/status", guarded(admin.status))
+    app.router.add_post("/admin/reload", guarded(admin.reload))
     app.router.add_get("/metrics", guarded(metrics.handle))
+    page = StatusPage()
+    app.router.add_get("/ui", guarded(page.index))
+    app.router.add_get("/ui/{file:[^/]*}", guarded(page.asset))
+    # Before the catch-all, which would forward it to a backend; the guards apply to the upgrade.
+    app.router.add_get(WEBSOCKET_PATH, guarded(websocket.handle))
     # [\s\S]: a decoded path may hold a newline (%0A), which ".*" would leave to aiohttp's text 404.
     app.router.add_route("*", r"/{tail:[\s\S]*}", guarded(front.handle))
     return app
@@ -103,8 +133,9 @@ def _require_api_key(keys: tuple[str, ...]) -> Callable[[Handler], Handler]:
     def guard(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def checked(request: web.Request) -> web.StreamResponse:
-            # Only /health is open: a load balancer's or container's health check carries no key.
-            if request.path == "/health":
+            # Only /health and the status page's files are open: a load balancer's or container's health
+            # check carries no key, nor does a browser opening the page (whose data requests do).
+            if request.path == "/health" or request.path in PAGE_PATHS:
                 return await handler(request)
             given = request.headers.get("X-API-Key") or request.headers.get("Authorization", "").removeprefix(
                 "Bearer ").strip()

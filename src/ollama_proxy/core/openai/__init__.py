@@ -1,7 +1,8 @@
 """Translation between the OpenAI API and Ollama's native API, in both directions.
 
 OpenAI clients → Ollama backends: `requests` (OpenAI request → native call), `responses`
-(native reply → OpenAI object), `stream` (native NDJSON → OpenAI SSE). Ollama clients →
+(native reply → OpenAI object), `stream` (native NDJSON → OpenAI SSE); the Responses API in
+`responses_api` (request, whole reply) and `responses_events` (its stream). Ollama clients →
 OpenAI-type backends: `reverse_requests` and `reverse_responses`. `sse` decodes and encodes
 server-sent events; `errors` shapes OpenAI errors. Pure: dicts in, dicts and bytes out; the
 HTTP adapter does all reading, writing and clock-keeping.
@@ -32,6 +33,8 @@ from ollama_proxy.core.openai.responses import (
     reply_from_native,
     text_completion,
 )
+from ollama_proxy.core.openai.responses_api import ResponsesContext, responses_to_native
+from ollama_proxy.core.openai.responses_events import ResponsesTranslator
 from ollama_proxy.core.openai.reverse_requests import (
     REVERSE_TRANSLATORS,
     NativeKind,
@@ -63,6 +66,8 @@ __all__ = [
     "OpenAIRequestError",
     "ReplyContext",
     "RequestKind",
+    "ResponsesContext",
+    "ResponsesTranslator",
     "SseDecoder",
     "SseEvent",
     "StreamTranslator",
@@ -86,6 +91,7 @@ __all__ = [
     "new_completion_id",
     "openai_error",
     "reply_from_native",
+    "responses_to_native",
     "tags_from_models",
     "text_completion",
 ]

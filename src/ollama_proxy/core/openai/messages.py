@@ -115,7 +115,7 @@ def _content_to_native(content: Any, where: str, *, optional: bool) -> tuple[str
         elif kind == "refusal" and isinstance(part.get("refusal"), str):
             texts.append(part["refusal"])
         elif kind == "image_url":
-            images.append(_image_to_base64(part.get("image_url"), part_where))
+            images.append(image_to_base64(part.get("image_url"), part_where))
         else:
             raise OpenAIRequestError(f"{part_where}: unsupported content part {kind!r} "
                                      "(supported: text, image_url)", param=part_where)
@@ -123,7 +123,8 @@ def _content_to_native(content: Any, where: str, *, optional: bool) -> tuple[str
     return "\n".join(texts), images
 
 
-def _image_to_base64(image: Any, where: str) -> str:
+def image_to_base64(image: Any, where: str) -> str:
+    """The base64 data of an inline image (a data URI, alone or as `{"url": ...}`); image URLs are refused."""
     url = image.get("url") if isinstance(image, dict) else image
     if not isinstance(url, str):
         raise OpenAIRequestError(f"{where}.image_url.url is required", param=where)

@@ -54,7 +54,7 @@ _THINK_BY_EFFORT: dict[str, bool | str] = {"none": False, "minimal": "low", "low
 
 def chat_to_native(body: Any) -> NativeCall:
     """`/v1/chat/completions` → `/api/chat`."""
-    body = _object(body)
+    body = request_object(body)
     model = fields.model_name(body)
     stream = fields.boolean(body, "stream")
     native: dict[str, Any] = {"model": model, "messages": messages_to_native(body.get("messages")),
@@ -65,7 +65,7 @@ def chat_to_native(body: Any) -> NativeCall:
     fmt = _format(body)
     if fmt is not None:
         native["format"] = fmt
-    think = _think(body)
+    think = native_think(body)
     if think is not None:
         native["think"] = think
     if fields.boolean(body, "logprobs"):
@@ -80,7 +80,7 @@ def chat_to_native(body: Any) -> NativeCall:
 def completion_to_native(body: Any) -> NativeCall:
     """`/v1/completions` → `/api/generate`; like Ollama's own layer, the prompt is templated unless
     the client sends the extension `raw: true`."""
-    body = _object(body)
+    body = request_object(body)
     model = fields.model_name(body)
     stream = fields.boolean(body, "stream")
     if fields.boolean(body, "echo"):
@@ -97,7 +97,7 @@ def completion_to_native(body: Any) -> NativeCall:
 
 def embeddings_to_native(body: Any) -> NativeCall:
     """`/v1/embeddings` → `/api/embed`."""
-    body = _object(body)
+    body = request_object(body)
     model = fields.model_name(body)
     native: dict[str, Any] = {"model": model, "input": _embedding_input(body.get("input"))}
     dimensions = fields.integer(body, "dimensions", 1)
@@ -116,7 +116,8 @@ def embeddings_to_native(body: Any) -> NativeCall:
                          ReplyContext(RequestKind.EMBEDDING, model, encoding_format=encoding))
 
 
-def _object(body: Any) -> dict[str, Any]:
+def request_object(body: Any) -> dict[str, Any]:
+    """The request body, which must be a JSON object."""
     if not isinstance(body, dict):
         raise OpenAIRequestError("the request body must be a JSON object")
     return body
@@ -133,14 +134,15 @@ def _finish(body: dict[str, Any], native: dict[str, Any]) -> None:
     n = fields.integer(body, "n", 1)
     if n is not None and n > 1:
         raise OpenAIRequestError("'n' greater than 1 is not supported", param="n")
-    options = _options(body)
+    options = native_options(body)
     if options:
         native["options"] = options
     if body.get("keep_alive") is not None:
         native["keep_alive"] = body["keep_alive"]
 
 
-def _options(body: dict[str, Any]) -> dict[str, Any]:
+def native_options(body: dict[str, Any]) -> dict[str, Any]:
+    """The native options an OpenAI request's sampling fields (and its `options` extension) ask for."""
     options = dict(fields.mapping(body, "options") or {})
     max_tokens = fields.integer(body, "max_completion_tokens", 1)
     if max_tokens is None:
@@ -210,7 +212,8 @@ def _format(body: dict[str, Any]) -> str | dict[str, Any] | None:
                              f"{kind!r}", param="response_format")
 
 
-def _think(body: dict[str, Any]) -> bool | str | None:
+def native_think(body: dict[str, Any]) -> bool | str | None:
+    """Native `think` from `reasoning_effort`, `reasoning.effort` or the native `think` extension."""
     effort = body.get("reasoning_effort")
     if effort is None and isinstance(body.get("reasoning"), dict):
         effort = body["reasoning"].get("effort")

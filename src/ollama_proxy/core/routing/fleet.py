@@ -4,7 +4,7 @@ Selection scores every backend on every request. Done one Python object at a tim
 microseconds per backend, which at a hundred backends is milliseconds per request. `Fleet` lays
 out once what changes slowly (configuration, health, breaker, thermal state) and derives on first
 use, per model, what depends on the model (has it, has it loaded and at which context, learned
-latency); `Load` carries what changes with every request (in flight, queued), and `LoadBoard`
+latency and load time); `Load` carries what changes with every request (in flight, queued), and `LoadBoard`
 keeps it current one row at a time as each backend's admission queue changes. `select.py` scores
 all rows at once from both.
 
@@ -20,14 +20,14 @@ from typing import Protocol, cast
 
 import numpy as np
 
-from ollama_proxy.core.routing.latency import default_service_ms
+from ollama_proxy.core.routing.latency import DEFAULT_LOAD_MS, default_service_ms
 from ollama_proxy.core.routing.state import BackendView, BreakerState, LatencyStats, ThermalLevel
 from ollama_proxy.core.routing.weights import Weights
 from ollama_proxy.core.system.thermal import PENALTY as THERMAL_PENALTY
 
 # Why a row cannot serve: the first check that failed, cheapest and most fundamental first.
 # Plain ints, not an enum: numpy compares against them on every request.
-ELIGIBLE, DISABLED, UNHEALTHY, BREAKER_OPEN, NO_MODEL, NOT_REPORTED, OVER_POWER, OVER_LATENCY = range(8)
+ELIGIBLE, DISABLED, UNHEALTHY, BREAKER_OPEN, NO_MODEL, NOT_REPORTED, POWER_CAP, OVER_POWER, OVER_LATENCY = range(9)
 
 # How quiet the hardware is under load: discrete GPUs and CPUs spin fans up, NPUs and iGPUs do not.
 _QUIET = {"npu": 1.0, "igpu": 0.9, "other": 0.6, "cpu": 0.3, "nvidia": 0.1}
@@ -41,6 +41,7 @@ class LearnedLatency(Protocol):
     def revision(self, model: str) -> int: ...
     def changed_since(self, model: str, revision: int) -> set[str] | None: ...
     def column(self, backend_ids: Sequence[str], model: str) -> list[LatencyStats | None]: ...
+    def load_column(self, backend_ids: Sequence[str], model: str) -> list[float | None]: ...
 
 
 class _ViewLatency:
@@ -57,6 +58,9 @@ class _ViewLatency:
 
     def column(self, backend_ids: Sequence[str], model: str) -> list[LatencyStats | None]:
         return [v.latency.get(model) for v in self._views]
+
+    def load_column(self, backend_ids: Sequence[str], model: str) -> list[float | None]:
+        return [v.load_ms.get(model) for v in self._views]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +91,13 @@ def closeness(values: np.ndarray, reference: float) -> np.ndarray:
 
 @dataclass(slots=True)
 class LatencyColumns:
-    """Per row, the time to first token with nobody waiting and the slot hold time, for one model."""
+    """Per row, the time to first token with nobody waiting, the slot hold time and the load time,
+    for one model."""
 
     revision: int  # of the learned numbers these were read from
     ttft_ms: np.ndarray
     service_ms: np.ndarray
+    load_ms: np.ndarray
     _factors: dict[float, np.ndarray] = field(default_factory=dict)
 
     def factor(self, latency_ref_ms: float) -> np.ndarray:
@@ -220,12 +226,17 @@ class Fleet:
         self.thermal = _column([1.0 - THERMAL_PENALTY[v.thermal.level] for v in views])
         self.noise = _column([_QUIET.get(v.hardware, _QUIET["other"]) * (0.5 if v.thermal.level in _HOT else 1.0)
                              for v in views])
-        self.priority = _column([min(v.priority, 100) / 100 for v in views])
+        # Relative to the fleet's highest, so any small scale (the seed's 0-3) spans the factor.
+        self.priority_level = np.array([v.priority for v in views], dtype=np.int64)
+        top = max((v.priority for v in views), default=0)
+        self.priority = _column([v.priority / top if top else 1.0 for v in views])
         self.health = _column([_HEALTH.get(v.breaker, 0.0) for v in views])
-        self._configured_latency = LatencyColumns(0, self.avg_latency_ms, default_service_ms(self.avg_latency_ms))
+        self._configured_latency = LatencyColumns(0, self.avg_latency_ms, default_service_ms(self.avg_latency_ms),
+                                                  np.full(len(views), DEFAULT_LOAD_MS))
         self._models: dict[str | None, ModelColumns] = {}
         self._latency: dict[str, LatencyColumns] = {}
         self._weighted: dict[int, tuple[Weights, WeightedColumns]] = {}
+        self._ready: dict[tuple[str, int | None], tuple[LatencyColumns, np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.views)
@@ -237,8 +248,8 @@ class Fleet:
         return cols
 
     def latency(self, model: str | None) -> LatencyColumns:
-        """Time to first token and slot hold time per row: learned for `model` where observed, else
-        the configured guess (re-read only when the learned numbers for `model` have changed)."""
+        """Time to first token, slot hold time and load time per row: learned for `model` where
+        observed, else the configured guess (re-read only when the learned numbers for `model` have changed)."""
         if model is None:
             return self._configured_latency
         revision = self._learned.revision(model)
@@ -255,21 +266,36 @@ class Fleet:
         return cached
 
     def _latency_column(self, model: str, revision: int) -> LatencyColumns:
-        base, service = zip(*map(self._latency_of, self._learned.column(self.ids, model), range(len(self.ids))),
-                            strict=True)
-        return LatencyColumns(revision, _column(base), _column(service))
+        rows = range(len(self.ids))
+        base, service = zip(*map(self._latency_of, self._learned.column(self.ids, model), rows), strict=True)
+        loads = [DEFAULT_LOAD_MS if ms is None else ms for ms in self._learned.load_column(self.ids, model)]
+        return LatencyColumns(revision, _column(base), _column(service), _column(loads))
 
     def _latency_rows(self, model: str, revision: int, old: LatencyColumns, rows: list[int]) -> LatencyColumns:
         # Copies: a decision already made may still read the old columns through its scores.
-        ttft, service = old.ttft_ms.copy(), old.service_ms.copy()
-        for row, stats in zip(rows, self._learned.column([self.ids[r] for r in rows], model), strict=True):
+        ttft, service, load = old.ttft_ms.copy(), old.service_ms.copy(), old.load_ms.copy()
+        ids = [self.ids[r] for r in rows]
+        for row, stats, ms in zip(rows, self._learned.column(ids, model), self._learned.load_column(ids, model),
+                                  strict=True):
             ttft[row], service[row] = self._latency_of(stats, row)
-        return LatencyColumns(revision, ttft, service)
+            load[row] = DEFAULT_LOAD_MS if ms is None else ms
+        return LatencyColumns(revision, ttft, service, load)
 
     def _latency_of(self, stats: LatencyStats | None, row: int) -> tuple[float, float]:
         if stats is None:
             return self.avg_latency_ms.item(row), self._configured_latency.service_ms.item(row)
         return stats.ttft_ms, stats.service_ms
+
+    def ready(self, model: str, context_tokens: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """(fits, time to first token with the load where it does not fit) per row, nobody waiting;
+        kept until the learned numbers for `model` change."""
+        latency = self.latency(model)
+        cached = self._ready.get((model, context_tokens))
+        if cached is None or cached[0] is not latency:
+            fits = self.for_model(model).fits(context_tokens)
+            cached = self._ready[(model, context_tokens)] = (latency, fits,
+                                                             latency.ttft_ms + (1.0 - fits) * latency.load_ms)
+        return cached[1], cached[2]
 
     def weighted(self, w: Weights) -> WeightedColumns:
         # Keyed by identity (weights come from a small cache), checked so a recycled id cannot alias.

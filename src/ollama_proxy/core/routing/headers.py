@@ -2,7 +2,8 @@
 
 In: X-Target-Backend, X-Latency-Critical, X-Power-Efficient, X-Max-Latency-Ms, X-Max-Power-Watts,
 X-Priority, X-Media-Type. Out: X-Backend-Used, X-Estimated-Latency-Ms, X-Estimated-Power-W,
-X-Routing-Reason, X-Alternatives.
+X-Routing-Reason (a token clients can match, then detail: `explain.py`), X-Alternatives, and
+X-Routing-Warning when the pick breaks a rule because the client asked for it.
 
 Pure text in, values out: it takes any `Mapping[str, str]` (aiohttp's case-insensitive headers or a
 plain dict) and knows nothing about the request body or the HTTP framework. A malformed value is
@@ -17,9 +18,10 @@ import re
 from collections.abc import Mapping
 
 from ollama_proxy.core.admission import Priority
+from ollama_proxy.core.routing.explain import ascii_text
 from ollama_proxy.core.routing.select import RoutingDecision
 from ollama_proxy.core.routing.state import RouteRequest
-from ollama_proxy.errors import BadRequest
+from ollama_proxy.errors import BadRequest, NoBackendAvailable
 
 # The request headers `parse_route_headers` reads; the HTTP adapter hands over just these.
 ROUTE_HEADERS = ("X-Target-Backend", "X-Latency-Critical", "X-Power-Efficient", "X-Max-Latency-Ms",
@@ -58,13 +60,23 @@ def parse_route_headers(headers: Mapping[str, str], *, model: str | None = None,
 
 def decision_headers(decision: RoutingDecision) -> dict[str, str]:
     """The response headers that tell the client where its request went and why."""
-    return {
+    headers = {
         "X-Backend-Used": decision.backend_id,
         "X-Estimated-Latency-Ms": str(round(decision.estimated_latency_ms)),
         "X-Estimated-Power-W": f"{decision.estimated_power_w:.1f}",
         "X-Routing-Reason": decision.reason,
         "X-Alternatives": ",".join(decision.alternatives),
     }
+    if decision.warnings:
+        headers["X-Routing-Warning"] = ascii_text("; ".join(decision.warnings))
+    return headers
+
+
+def refusal_headers(exc: NoBackendAvailable) -> dict[str, str]:
+    """What a routing refusal says in headers: its reason token and the backends it excluded."""
+    if exc.routing_reason is None:
+        return {}
+    return {"X-Routing-Reason": exc.routing_reason, "X-Routing-Excluded": ",".join(exc.reasons)}
 
 
 def _flag(h: Mapping[str, str], key: str, name: str) -> bool:

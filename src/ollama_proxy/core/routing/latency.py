@@ -1,35 +1,74 @@
-"""Learned latency per backend and model, and the latency estimate selection uses.
+"""Learned latency per backend and model, what counts as a sample, and the estimate selection uses.
 
 The configured `avg_latency_ms` is a guess made once; what a backend really does depends on the
-model, so every finished request updates moving averages of time to first token, generation speed
-and slot hold time for its (backend, model) pair. Once a pair has been observed its numbers replace
-the static guess. Cold loads are taken out of the samples: whether a model is resident is scored
-separately (`select.py`), and a few seconds of load time would poison the average for minutes.
+model, so every finished inference updates moving averages of time to first token, generation speed
+and slot hold time for its (backend, model) pair, and each request that made Ollama load the model
+updates that pair's load time. Once a pair has been observed its numbers replace the static guess.
 
-Pure: the pool feeds observations in; selection reads the book through `revision` and `column`
-(see `fleet.py`), or a copy of `for_backend` in a `BackendView`.
+Only real work is a sample (`sample_kind`). Ollama answers a load-only call (`ollama run`'s bare
+`{"model": m}`, an empty prompt or message list) and an unload (`keep_alive: 0` with nothing to
+answer) at once, with `done_reason` `load`/`unload`: taken as first-token times, a few of them made a
+2000 ms CPU look like the fastest backend. Embeddings are learned apart from generation (a chat
+model can embed, far faster than it answers), and management calls teach nothing.
+
+A request that loaded is timed without its load (`load_duration`, Ollama's own figure): the load
+is learned on its own and charged by selection only where the model is not resident.
+
+Pure: the router feeds observations in; selection reads the book through `revision`, `column` and
+`load_column` (see `fleet.py`), or copies of `for_backend` and `loads_for` in a `BackendView`.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, TypeVar, cast
 
 import numpy as np
 
 from ollama_proxy.core.admission import Priority
 from ollama_proxy.core.ollama_api import canonical_model
+from ollama_proxy.core.operations import Operation
 from ollama_proxy.core.routing.state import BackendView, LatencyStats
 
 DEFAULT_ALPHA = 0.3
 # Slot hold time assumed before any request on the backend has finished.
 DEFAULT_SERVICE_MS = 3_000.0
+# Load time assumed where none was learned: a small model from the page cache takes about a second.
+DEFAULT_LOAD_MS = 1_000.0
+# Ollama reports time spent getting a runner: more than a blink means the model was loaded.
+LOAD_NOTICEABLE_MS = 50.0
 # How many recent changes per model the book remembers, so a reader can catch up row by row.
 _CHANGE_LOG = 64
 
 _Number = TypeVar("_Number", float, np.ndarray)
+
+
+class SampleKind(StrEnum):
+    GENERATION = "generation"
+    EMBEDDING = "embedding"
+
+
+_EMBEDDING_OPS = frozenset({Operation.EMBED, Operation.EMBEDDINGS})
+
+
+def sample_kind(operation: Operation, body: Mapping[str, Any] | None,
+                final: Mapping[str, Any] | None) -> SampleKind | None:
+    """What a finished call may teach about serving speed: None for load and unload calls and for
+    anything that is not inference. (A prompt sent with `keep_alive: 0` is answered in full before
+    the unload, so it is real work.)"""
+    if not operation.runs_model:
+        return None
+    if operation in _EMBEDDING_OPS:
+        return SampleKind.EMBEDDING
+    if final is not None and final.get("done_reason") in ("load", "unload"):
+        return None
+    if body is not None and ((operation is Operation.GENERATE and not body.get("prompt"))
+                             or (operation is Operation.CHAT and not body.get("messages"))):
+        return None
+    return SampleKind.GENERATION
 
 
 def updated(prev: LatencyStats | None, *, ttft_ms: float, total_ms: float,
@@ -53,49 +92,78 @@ def updated(prev: LatencyStats | None, *, ttft_ms: float, total_ms: float,
 
 @dataclass(slots=True)
 class LatencyBook:
-    """Moving averages for every (backend, model) pair seen; owned by the backend pool."""
+    """Moving averages for every (backend, model, kind) seen, and load times per (backend, model)."""
 
     alpha: float = DEFAULT_ALPHA
-    _stats: dict[str, dict[str, LatencyStats]] = field(default_factory=dict)
-    # Per canonical model, bumped by every change to any backend's stats for it: selection caches
+    _stats: dict[str, dict[tuple[str, SampleKind], LatencyStats]] = field(default_factory=dict)
+    _loads: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Per canonical model, bumped by every change to any backend's numbers for it: selection caches
     # a column per model and re-reads it only when this moves.
     _revisions: dict[str, int] = field(default_factory=dict)
     _changes: dict[str, deque[tuple[int, str]]] = field(default_factory=dict)  # (revision, backend id)
 
     def observe(self, backend_id: str, model: str, *, ttft_ms: float, total_ms: float,
-                tokens_per_s: float | None = None, load_ms: float = 0.0) -> LatencyStats:
-        """Record one finished request.
+                tokens_per_s: float | None = None, load_ms: float = 0.0,
+                kind: SampleKind = SampleKind.GENERATION) -> LatencyStats | None:
+        """Record one finished piece of real work (see `sample_kind`).
 
         `ttft_ms` and `total_ms` are wall-clock times measured by the proxy; `tokens_per_s` is best
-        taken from Ollama's `eval_count / eval_duration`; `load_ms` is its `load_duration`, which is
-        subtracted from both times.
+        taken from Ollama's `eval_count / eval_duration`; `load_ms` is its `load_duration`. A load
+        is learned as such and taken out of both times; a load longer than the wall-clock time
+        (a clock that does not match the proxy's, as a sped-up simulator's) leaves no sample but the
+        load. Returns the updated stats, None when only the load was learned.
         """
-        per_model = self._stats.setdefault(backend_id, {})
         key = canonical_model(model)
-        load_ms = max(0.0, load_ms)
-        stats = updated(per_model.get(key), ttft_ms=max(0.0, ttft_ms - load_ms),
-                        total_ms=max(0.0, total_ms - load_ms), tokens_per_s=tokens_per_s, alpha=self.alpha)
-        per_model[key] = stats
+        if load_ms >= LOAD_NOTICEABLE_MS:
+            self.observe_load(backend_id, key, load_ms)
+            if load_ms > ttft_ms:
+                return None
+            ttft_ms, total_ms = ttft_ms - load_ms, max(0.0, total_ms - load_ms)
+        per_backend = self._stats.setdefault(backend_id, {})
+        stats = updated(per_backend.get((key, kind)), ttft_ms=max(0.0, ttft_ms), total_ms=max(0.0, total_ms),
+                        tokens_per_s=tokens_per_s, alpha=self.alpha)
+        per_backend[(key, kind)] = stats
         self._bump(key, backend_id)
         return stats
 
-    def get(self, backend_id: str, model: str) -> LatencyStats | None:
-        return self._stats.get(backend_id, {}).get(canonical_model(model))
+    def observe_load(self, backend_id: str, model: str, load_ms: float) -> float:
+        """Record how long loading `model` took (Ollama's `load_duration`)."""
+        key = canonical_model(model)
+        loads = self._loads.setdefault(backend_id, {})
+        prev = loads.get(key)
+        loads[key] = learned = load_ms if prev is None else prev + self.alpha * (load_ms - prev)
+        self._bump(key, backend_id)
+        return learned
+
+    def get(self, backend_id: str, model: str, kind: SampleKind = SampleKind.GENERATION) -> LatencyStats | None:
+        return self._stats.get(backend_id, {}).get((canonical_model(model), kind))
+
+    def load_ms(self, backend_id: str, model: str) -> float | None:
+        return self._loads.get(backend_id, {}).get(canonical_model(model))
 
     def for_backend(self, backend_id: str) -> dict[str, LatencyStats]:
-        return dict(self._stats.get(backend_id, {}))
+        """Per model, what routing reads: generation, or embedding for a model only ever embedded."""
+        out: dict[str, LatencyStats] = {}
+        for (model, kind), stats in self._stats.get(backend_id, {}).items():
+            if kind is SampleKind.GENERATION or model not in out:
+                out[model] = stats
+        return out
+
+    def loads_for(self, backend_id: str) -> dict[str, float]:
+        return dict(self._loads.get(backend_id, {}))
 
     def forget(self, backend_id: str) -> None:
         """Drop what was learned, e.g. after the backend's hardware or config changed."""
-        for model in self._stats.pop(backend_id, {}):
+        models = {m for m, _ in self._stats.pop(backend_id, {})} | set(self._loads.pop(backend_id, {}))
+        for model in models:
             self._bump(model, backend_id)
 
     def revision(self, model: str) -> int:
-        """A number that changes whenever any backend's stats for canonical `model` change."""
+        """A number that changes whenever any backend's numbers for canonical `model` change."""
         return self._revisions.get(model, 0)
 
     def changed_since(self, model: str, revision: int) -> set[str] | None:
-        """The backends whose stats for `model` changed after `revision`; None when that is further
+        """The backends whose numbers for `model` changed after `revision`; None when that is further
         back than the book remembers (read the whole column again)."""
         if self._revisions.get(model, 0) == revision:
             return set()
@@ -110,18 +178,29 @@ class LatencyBook:
         return changed
 
     def column(self, backend_ids: Sequence[str], model: str) -> list[LatencyStats | None]:
-        """The stats for canonical `model` on each backend, in the order given (None: not observed)."""
-        empty: dict[str, LatencyStats] = {}
-        return [self._stats.get(b, empty).get(model) for b in backend_ids]
+        """The stats for canonical `model` on each backend, in the order given (None: not observed):
+        generation, else embedding."""
+        empty: dict[tuple[str, SampleKind], LatencyStats] = {}
+        generation, embedding = (model, SampleKind.GENERATION), (model, SampleKind.EMBEDDING)
+        out = []
+        for b in backend_ids:
+            stats = self._stats.get(b, empty)
+            out.append(stats.get(generation) or stats.get(embedding))
+        return out
+
+    def load_column(self, backend_ids: Sequence[str], model: str) -> list[float | None]:
+        empty: dict[str, float] = {}
+        return [self._loads.get(b, empty).get(model) for b in backend_ids]
 
     def _bump(self, model: str, backend_id: str) -> None:
         revision = self._revisions[model] = self._revisions.get(model, 0) + 1
         self._changes.setdefault(model, deque(maxlen=_CHANGE_LOG)).append((revision, backend_id))
 
 
-def estimate_latency_ms(view: BackendView, model: str | None,
-                        priority: Priority = Priority.NORMAL) -> float:
-    """Expected time to first token for a new request: learned or static latency plus queue wait.
+def estimate_latency_ms(view: BackendView, model: str | None, priority: Priority = Priority.NORMAL,
+                        context_tokens: int | None = None) -> float:
+    """Expected time until a new request is answered (its first token): queue wait, the load where
+    the model is not resident at a context that fits, and the learned or static first-token time.
 
     The wait counts the requests that would start before this one: those in flight and those
     queued at the same or a higher priority, drained `max_concurrent` at a time.
@@ -129,8 +208,9 @@ def estimate_latency_ms(view: BackendView, model: str | None,
     stats = view.latency.get(model) if model is not None else None
     base = stats.ttft_ms if stats is not None else view.avg_latency_ms
     service_ms = stats.service_ms if stats is not None else default_service_ms(base)
-    return float(with_queue_wait(base, service_ms, view.in_flight + sum(view.queued[priority:]),
-                                 view.max_concurrent))
+    ready = base if model is None or view.fits(model, context_tokens) else base + view.load_ms.get(model,
+                                                                                                   DEFAULT_LOAD_MS)
+    return float(with_queue_wait(ready, service_ms, view.in_flight + sum(view.queued[priority:]), view.max_concurrent))
 
 
 def default_service_ms(base_ms: _Number) -> _Number:
@@ -140,9 +220,15 @@ def default_service_ms(base_ms: _Number) -> _Number:
     return cast(_Number, result)
 
 
-def with_queue_wait(base_ms: _Number, service_ms: _Number, ahead: _Number, max_concurrent: _Number) -> _Number:
-    """`base_ms` plus the wait behind `ahead` requests (in flight and queued before this one), which
-    drain `max_concurrent` at a time. Works on numbers and elementwise on numpy arrays alike."""
+def queue_wait(service_ms: _Number, ahead: _Number, max_concurrent: _Number) -> _Number:
+    """The wait behind `ahead` requests (in flight and queued before this one), which drain
+    `max_concurrent` at a time. Works on numbers and elementwise on numpy arrays alike."""
     beyond = ahead - max_concurrent + 1
-    result: Any = np.where(beyond > 0, base_ms + beyond / max_concurrent * service_ms, base_ms)
+    result: Any = np.where(beyond > 0, beyond / max_concurrent * service_ms, 0.0)
+    return cast(_Number, result)
+
+
+def with_queue_wait(base_ms: _Number, service_ms: _Number, ahead: _Number, max_concurrent: _Number) -> _Number:
+    """`base_ms` plus `queue_wait`."""
+    result: Any = base_ms + queue_wait(service_ms, ahead, max_concurrent)
     return cast(_Number, result)

@@ -1,19 +1,27 @@
-"""Backend selection: filter the backends that may serve a request, score the rest, explain the pick.
+"""Backend selection: filter the backends that may serve a request, estimate and score the rest, pick.
 
 `select` is a pure function of the request, the backends' slow-changing facts as columns
 (`fleet.Fleet`), their current load (`fleet.Load`), the efficiency mode and a random generator
-used only to break near-ties; `select_backend` does the same from a list of `BackendView`s. Both
-return a `RoutingDecision` (the pick, the failover order, estimates, a one-line reason and every
-score) or raise `NoBackendAvailable` whose `reasons` say which constraint excluded which backend
-and whose `status` is the HTTP answer: 400 unknown target, 404 model nowhere, 503 otherwise.
+used only between truly equal candidates; `select_backend` does the same from a list of
+`BackendView`s. Both return a `RoutingDecision` (the pick, the failover order, estimates, the
+reason and every score) or raise `NoBackendAvailable` whose `reasons` say which constraint
+excluded which backend, whose `routing_reason` is the refusal's token and whose `status` is the
+HTTP answer: 400 unknown target, 404 model nowhere, 503 otherwise.
+
+One estimate per candidate of the time until the request is answered: the queue wait (requests
+ahead of it over the backend's slots, at the learned slot hold time), the load time where the
+model is not resident at a context that fits, and the time to first token. `X-Max-Latency-Ms`
+filters on it; `X-Latency-Critical` and performance mode pick its smallest value (scores order
+only equal estimates); the other modes rank by their weighted score, whose latency factor counts
+the queue wait, and spill over to the next by score once the preferred backend's wait passes the
+mode's patience (`core.modes.POLICIES`). Ultra-efficiency excludes backends over its power cap.
+Between candidates equal by those rules, the higher configured priority wins, then chance.
 
 Every backend is filtered and scored at once, as numpy arrays, so a decision costs about the same
-with a hundred backends as with four. The arithmetic is the scalar formula's, term by term in the
-same order, so scores (and therefore ties) are exactly what the one-backend-at-a-time reading of
-the formula gives. The score per backend and the exclusion texts are built only when read.
-
-It does not know how views are built, how requests are sent or retried, or what time it is: state
-that changes with time (breaker half-open, learned latency) is resolved when the views are built.
+with a hundred backends as with four. The score per backend and the exclusion texts are built
+only when read. It does not know how views are built, how requests are sent or retried, or what
+time it is: state that changes with time (breaker half-open, learned latency) is resolved when
+the views are built.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from ollama_proxy.core.modes import EfficiencyMode
+from ollama_proxy.core.modes import POLICIES, EfficiencyMode
+from ollama_proxy.core.routing import explain
 from ollama_proxy.core.routing.fleet import (
     BREAKER_OPEN,
     DISABLED,
@@ -34,24 +43,20 @@ from ollama_proxy.core.routing.fleet import (
     NOT_REPORTED,
     OVER_LATENCY,
     OVER_POWER,
+    POWER_CAP,
     UNHEALTHY,
     Fleet,
     Load,
     closeness,
 )
-from ollama_proxy.core.routing.latency import with_queue_wait
+from ollama_proxy.core.routing.latency import queue_wait
 from ollama_proxy.core.routing.state import BackendView, RouteRequest
 from ollama_proxy.core.routing.weights import FACTORS, Weights, weights_for
 from ollama_proxy.errors import NoBackendAvailable
 
-# Scores within this distance of the best count as a tie and are picked at random, which also
-# spreads load over identical backends.
+# Scores within this distance of the best count as a tie (weighted modes), decided by priority and
+# then at random, which also spreads load over identical backends.
 TIE_MARGIN = 0.01
-
-# Words for the reason header, one per `Weights` factor.
-_WHY = {"latency": "faster", "power": "lower power", "load": "less busy", "thermal": "cooler",
-        "noise": "quieter", "priority": "higher priority", "residency": "model loaded",
-        "context_fit": "loaded context fits", "health": "breaker closed"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +73,8 @@ class BackendScore:
 
 @dataclass(frozen=True, slots=True)
 class RoutingDecision:
-    """The chosen backend, the order to fail over in, and why."""
+    """The chosen backend, the order to fail over in, and why (`warnings`: a rule the pick breaks
+    because the client asked for it, e.g. an explicit target at a critical temperature)."""
 
     backend_id: str
     alternatives: tuple[str, ...]
@@ -78,60 +84,99 @@ class RoutingDecision:
     mode: EfficiencyMode
     scores: Mapping[str, BackendScore]
     excluded: Mapping[str, str]
+    warnings: tuple[str, ...] = ()
 
 
 def select_backend(request: RouteRequest, backends: Sequence[BackendView],
                    mode: EfficiencyMode = EfficiencyMode.BALANCED, weights: Weights | None = None, *,
-                   rng: random.Random, tie_margin: float = TIE_MARGIN) -> RoutingDecision:
+                   rng: random.Random, tie_margin: float = TIE_MARGIN,
+                   power_cap_w: float | None = None) -> RoutingDecision:
     """Pick a backend for `request` from one snapshot of each backend (columns built per call)."""
-    return select(request, Fleet(backends), Load.of(backends), mode, weights, rng=rng, tie_margin=tie_margin)
+    return select(request, Fleet(backends), Load.of(backends), mode, weights, rng=rng, tie_margin=tie_margin,
+                  power_cap_w=power_cap_w)
 
 
 def select(request: RouteRequest, fleet: Fleet, load: Load, mode: EfficiencyMode = EfficiencyMode.BALANCED,
-           weights: Weights | None = None, *, rng: random.Random, tie_margin: float = TIE_MARGIN
-           ) -> RoutingDecision:
-    """Pick a backend for `request`; `weights` overrides the mode's table (headers still shift it)."""
+           weights: Weights | None = None, *, rng: random.Random, tie_margin: float = TIE_MARGIN,
+           power_cap_w: float | None = None) -> RoutingDecision:
+    """Pick a backend for `request`; `weights` overrides the mode's table (headers still shift it);
+    `power_cap_w` is ultra-efficiency's cap (other modes ignore it)."""
     if not len(fleet):
-        raise NoBackendAvailable("no backends are configured", status=503)
+        raise NoBackendAvailable("no backends are configured", status=503,
+                                 routing_reason="unavailable; no backends are configured")
     target = None
     if request.target is not None:
         target = fleet.index.get(request.target)
         if target is None:
             raise NoBackendAvailable(f"unknown X-Target-Backend {request.target!r}; configured backends: "
-                                     f"{', '.join(fleet.ids)}", {request.target: "not configured"}, status=400)
-
-    screen = _Screen(request, fleet, load, target)
+                                     f"{', '.join(fleet.ids)}", {request.target: "not configured"}, status=400,
+                                     routing_reason="unknown-target; configured: " + ",".join(fleet.ids))
+    policy = POLICIES[mode]
+    cap = power_cap_w if policy.power_capped else None
+    screen = _Screen(request, fleet, load, target, cap, mode)
     eligible = screen.eligible
     if not len(eligible):
-        raise _rejection(request, dict(screen.excluded), screen.model_nowhere)
+        raise explain.rejection(request, screen.excluded, screen.codes, screen.model_nowhere, cap)
 
     w = _shifted(weights or weights_for(mode), request.wants_low_latency, request.power_efficient)
     table = _ScoreTable(fleet, screen, request, load, w)
+    fastest = (policy.fastest or request.wants_low_latency) and not request.power_efficient
     rows, tied = eligible, 1
     if len(eligible) > 1:
-        scored = table.total if len(eligible) == len(fleet) else table.total[eligible]
-        order = (-scored).argsort(kind="stable")
+        whole = len(eligible) == len(fleet)
+        scored = table.total if whole else table.total[eligible]
+        if fastest:
+            estimated = screen.estimates if whole else screen.estimates[eligible]
+            order = np.lexsort((-scored, estimated))
+            ranked_estimates, ranked_scores = estimated[order].tolist(), scored[order].tolist()
+            while (tied < len(order) and ranked_estimates[tied] == ranked_estimates[0]
+                   and ranked_scores[0] - ranked_scores[tied] <= tie_margin):
+                tied += 1
+        else:
+            order = (-scored).argsort(kind="stable")
+            ranked_scores = scored[order].tolist()
+            # Sorted high to low, the near-ties are a prefix of the ranking.
+            while tied < len(order) and ranked_scores[0] - ranked_scores[tied] <= tie_margin:
+                tied += 1
         rows = eligible[order]
-        ranked_scores = scored[order].tolist()
-        # Sorted high to low, the near-ties are a prefix of the ranking.
-        best = ranked_scores[0]
-        while tied < len(ranked_scores) and best - ranked_scores[tied] <= tie_margin:
-            tied += 1
     ranked = rows.tolist()
-    pick = rng.choice(range(tied)) if tied > 1 else 0
+    pick, by_priority = 0, False
+    if tied > 1:
+        levels = fleet.priority_level[rows[:tied]]
+        best = (levels == levels.max()).nonzero()[0].tolist()
+        by_priority = len(best) < tied
+        pick = best[0] if len(best) == 1 else rng.choice(best)
+    spilled = None
+    if not fastest and screen.wait is not None and len(ranked) > 1:
+        spilled, pick = _spill(ranked, pick, screen, policy.patience_ms)
     chosen = ranked[pick]
     # Indexed by the array, not the list: numpy would convert a hundred-element list first.
     alternatives = fleet.id_array[rows].tolist()
     del alternatives[pick]
+    if request.target is not None:
+        reason = f"target; X-Target-Backend {fleet.ids[chosen]}"
+    elif len(ranked) == 1:
+        reason = f"only-candidate; {explain.mode_token(mode)}"
+    elif spilled is not None and screen.wait is not None:
+        reason = (f"spill-over; {explain.mode_token(mode)}: {fleet.ids[spilled]} queue wait "
+                  f"{screen.wait.item(spilled):.0f} ms over the {policy.patience_ms:.0f} ms patience")
+    elif fastest:
+        others = [chosen, *(r for r in ranked if r != chosen)]
+        reason = f"{explain.fastest_token(request, mode)}; " + explain.fastest_detail(
+            [fleet.ids[r] for r in others[:2]], [screen.estimates.item(r) for r in others[:2]], tied, by_priority)
+    else:
+        detail = _weighted_detail(request, mode, chosen, ranked, table, w, tied, by_priority)
+        reason = f"{explain.weighted_token(request, mode)}; {detail}"
     return RoutingDecision(
         backend_id=fleet.ids[chosen],
         alternatives=tuple(alternatives),
         estimated_latency_ms=screen.estimates.item(chosen),
         estimated_power_w=fleet.views[chosen].power_watts,
-        reason=_reason(request, mode, chosen, ranked, table, w, tied, len(screen.excluded)),
+        reason=explain.with_excluded(reason, len(screen.excluded)),
         mode=mode,
         scores=table,
         excluded=screen.excluded,
+        warnings=tuple(screen.warnings),
     )
 
 
@@ -143,7 +188,8 @@ def fail_over(decision: RoutingDecision, failed: str, why: str, *, power_w: floa
     score = decision.scores.get(chosen)
     return replace(decision, backend_id=chosen, alternatives=tuple(rest),
                    estimated_latency_ms=score.estimated_latency_ms if score else decision.estimated_latency_ms,
-                   estimated_power_w=power_w, reason=f"{decision.reason}; failed over from {failed} ({why})")
+                   estimated_power_w=power_w, reason=explain.failed_over(decision.reason, failed, why),
+                   warnings=())
 
 
 @lru_cache(maxsize=64)
@@ -152,18 +198,65 @@ def _shifted(weights: Weights, latency_critical: bool, power_efficient: bool) ->
     return weights.shifted(latency_critical=latency_critical, power_efficient=power_efficient)
 
 
-class _Screen:
-    """The filter: latency estimates, which rows may serve, and why the others may not."""
+def _spill(ranked: list[int], pick: int, screen: _Screen, patience_ms: float) -> tuple[int | None, int]:
+    """(the row spilled from, the pick): the first by score whose wait is within patience, else the
+    smallest estimate; (None, pick) when the pick's own wait is within patience."""
+    wait = screen.wait
+    assert wait is not None
+    if wait.item(ranked[pick]) <= patience_ms:
+        return None, pick
+    patient = [i for i, r in enumerate(ranked) if wait.item(r) <= patience_ms]
+    moved = patient[0] if patient else min(range(len(ranked)), key=lambda i: screen.estimates.item(ranked[i]))
+    return (ranked[pick], moved) if moved != pick else (None, pick)
 
-    def __init__(self, request: RouteRequest, fleet: Fleet, load: Load, target: int | None) -> None:
+
+def _weighted_detail(request: RouteRequest, mode: EfficiencyMode, chosen: int, ranked: list[int],
+                     table: _ScoreTable, w: Weights, tied: int, by_priority: bool) -> str:
+    if tied > 1:
+        detail = explain.tie_detail(tied, by_priority)
+    else:
+        # No tie, so the chosen one is ranked first.
+        second = ranked[1]
+        gains = [(weight * (f.item(chosen) - f.item(second)), k)
+                 for weight, f, k in zip(w.vector, table.factors, FACTORS, strict=True)]
+        detail = explain.gains_detail(gains, len(ranked))
+    if not request.power_efficient:
+        return detail
+    label = explain.mode_token(mode) + ("+latency-critical" if request.wants_low_latency else "")
+    return f"{label}: {detail}"
+
+
+class _Screen:
+    """The filter and the estimates: which rows may serve, why the others may not, and per row the
+    time until answered (`estimates`), the first-token time with the queue wait (`first_token`,
+    the latency factor's input) and the queue wait itself (`wait`, None when nobody waits)."""
+
+    def __init__(self, request: RouteRequest, fleet: Fleet, load: Load, target: int | None,
+                 power_cap_w: float | None, mode: EfficiencyMode) -> None:
         model = fleet.for_model(request.model)
         self.latency = latency = fleet.latency(request.model)
         ahead = load.ahead(request.priority)
         # Usually every backend has a free slot, and then the estimate is the cached column itself.
-        self.queueing = bool((ahead - fleet.slack).max() > 0)
-        self.estimates: np.ndarray = (with_queue_wait(latency.ttft_ms, latency.service_ms, ahead, fleet.max_concurrent)
-                                      if self.queueing else latency.ttft_ms)
+        self.wait: np.ndarray | None = None
+        self.first_token: np.ndarray = latency.ttft_ms
+        if bool((ahead - fleet.slack).max() > 0):
+            self.wait = queue_wait(latency.service_ms, ahead, fleet.max_concurrent)
+            self.first_token = latency.ttft_ms + self.wait
+        if request.model is None:
+            self.fits, self.estimates = model.resident, self.first_token
+        else:
+            self.fits, ready = fleet.ready(request.model, request.context_tokens)
+            self.estimates = ready if self.wait is None else ready + self.wait
+        self.warnings: list[str] = []
         why = model.exclusion
+        if power_cap_w is not None:
+            if target is not None:
+                if fleet.power_watts.item(target) > power_cap_w:
+                    self.warnings.append(f"{fleet.ids[target]} draws {fleet.power_watts.item(target):g} W, over "
+                                         f"{mode.value}'s {power_cap_w:g} W cap; served because X-Target-Backend "
+                                         "asked for it")
+            else:
+                why = np.where((why == ELIGIBLE) & (fleet.power_watts > power_cap_w), POWER_CAP, why)
         if request.max_power_watts is not None:
             why = np.where((why == ELIGIBLE) & (fleet.power_watts > request.max_power_watts), OVER_POWER, why)
         if request.max_latency_ms is not None:
@@ -172,20 +265,27 @@ class _Screen:
             eligible = np.array([target] if why[target] == ELIGIBLE else [], dtype=np.intp)
             considered = 1
             self.model_nowhere = request.model is not None and not model.may_have[target]
+            self.codes = why[target:target + 1]
         else:
             eligible = model.eligible if why is model.exclusion else (why == ELIGIBLE).nonzero()[0]
             considered = len(why)
             self.model_nowhere = model.nowhere
+            self.codes = why
         refused = considered - len(eligible)
         # Hardware at a critical temperature is spared whenever anything else can serve; when nothing
         # else can, a slow answer beats a refusal, and the thermal factor still scores it lowest.
         spared = eligible[:0]
         if fleet.any_critical:
             hot = fleet.critical[eligible]
-            if hot.any() and not hot.all():
+            if target is not None and hot.any():
+                view = fleet.views[target]
+                why_hot = view.thermal.reason or "no reason given"
+                self.warnings.append(f"{view.id} is at a critical temperature ({why_hot}); served because "
+                                     "X-Target-Backend asked for it")
+            elif hot.any() and not hot.all():
                 spared, eligible = eligible[hot], eligible[~hot]
         self.eligible: np.ndarray = eligible
-        self.excluded = _Excluded(request, fleet, why, target, spared, refused, self.estimates)
+        self.excluded = _Excluded(request, fleet, why, target, spared, refused, self.estimates, power_cap_w)
 
 
 class _Excluded(Mapping[str, str]):
@@ -193,9 +293,10 @@ class _Excluded(Mapping[str, str]):
     written only when read, which a served request rarely does."""
 
     def __init__(self, request: RouteRequest, fleet: Fleet, why: np.ndarray, target: int | None,
-                 spared: np.ndarray, refused: int, estimates: np.ndarray) -> None:
+                 spared: np.ndarray, refused: int, estimates: np.ndarray, power_cap_w: float | None) -> None:
         self._request, self._fleet, self._why, self._target = request, fleet, why, target
         self._spared, self._count, self._estimates = spared, refused + len(spared), estimates
+        self._cap = power_cap_w
         self._texts: dict[str, str] | None = None
 
     def _all(self) -> dict[str, str]:
@@ -211,6 +312,9 @@ class _Excluded(Mapping[str, str]):
 
     def _text(self, row: int) -> str:
         view, request, code = self._fleet.views[row], self._request, self._why.item(row)
+        if code == POWER_CAP:
+            return (f"power {view.power_watts:g} W over ultra-efficiency's {self._cap:g} W cap "
+                    "(router.ultra_efficiency_max_watts)")
         if code == OVER_POWER:
             return f"power {view.power_watts:g} W over the {request.max_power_watts:g} W budget"
         if code == OVER_LATENCY:
@@ -242,7 +346,7 @@ class _ScoreTable(Mapping[str, BackendScore]):
         model = fleet.for_model(request.model)
         static = fleet.weighted(w)
         v = w.vector
-        latency = (closeness(screen.estimates, w.latency_ref_ms) if screen.queueing
+        latency = (closeness(screen.first_token, w.latency_ref_ms) if screen.wait is not None
                    else screen.latency.factor(w.latency_ref_ms))
         # Load: occupancy including the queue.
         if load.idle:
@@ -250,7 +354,7 @@ class _ScoreTable(Mapping[str, BackendScore]):
         else:
             busy = 1.0 / (1.0 + load.busy() / fleet.max_concurrent)
             busy_term = v[2] * busy
-        fits = model.fits(request.context_tokens) if request.model is not None else model.resident
+        fits = screen.fits
         # Term by term in `FACTORS` order, as `sum` over one backend's factors adds them.
         total = (v[0] * latency + static.power_term + busy_term + static.thermal_term + static.noise_term
                  + static.priority_term + v[6] * model.resident + v[7] * fits + static.health_term)
@@ -277,40 +381,3 @@ class _ScoreTable(Mapping[str, BackendScore]):
     def __len__(self) -> int:
         return len(self._screen.eligible)
 
-
-def _rejection(request: RouteRequest, excluded: dict[str, str], model_nowhere: bool) -> NoBackendAvailable:
-    detail = "; ".join(f"{bid}: {why}" for bid, why in excluded.items())
-    if model_nowhere:
-        where = f"backend {request.target!r}" if request.target else "any backend"
-        return NoBackendAvailable(f"model {request.model!r} not found on {where} ({detail})",
-                                  excluded, status=404)
-    if request.target is not None:
-        return NoBackendAvailable(f"X-Target-Backend {request.target!r} cannot take the request: {detail}",
-                                  excluded, status=503)
-    return NoBackendAvailable(f"no backend satisfies the request: {detail}", excluded, status=503)
-
-
-def _reason(request: RouteRequest, mode: EfficiencyMode, chosen: int, ranked: list[int], table: _ScoreTable,
-            w: Weights, tied: int, excluded: int) -> str:
-    """One short ASCII line for X-Routing-Reason: mode, what set the pick apart, how many competed."""
-    label = mode.value
-    if request.wants_low_latency:
-        label += "+latency-critical"
-    if request.power_efficient:
-        label += "+power-efficient"
-    if request.target is not None:
-        why = "X-Target-Backend"
-    elif len(ranked) == 1:
-        why = "only eligible backend"
-    elif tied > 1:
-        why = f"near-tie of {tied}, random pick"
-    else:
-        # No tie, so the chosen one is ranked first.
-        second = ranked[1]
-        gains = [weight * (f.item(chosen) - f.item(second)) for weight, f in zip(w.vector, table.factors, strict=True)]
-        top = sorted(zip(gains, FACTORS, strict=True), reverse=True)[:2]
-        why = ", ".join(_WHY[k] for gain, k in top if gain > 0) or "best overall"
-        why += f" (best of {len(ranked)})"
-    if excluded:
-        why += f"; {excluded} excluded"
-    return f"{label}: {why}"

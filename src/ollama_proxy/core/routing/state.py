@@ -76,6 +76,7 @@ class BackendView:
     in_flight: int = 0
     queued: tuple[int, int, int, int] = (0, 0, 0, 0)
     latency: Mapping[str, LatencyStats] = field(default_factory=dict)
+    load_ms: Mapping[str, float] = field(default_factory=dict)  # learned load time per model
     thermal: ThermalState = ThermalState()
 
     def __post_init__(self) -> None:
@@ -85,6 +86,8 @@ class BackendView:
             {canonical_model(m): ctx for m, ctx in self.loaded.items()}))
         object.__setattr__(self, "latency", MappingProxyType(
             {canonical_model(m): s for m, s in self.latency.items()}))
+        object.__setattr__(self, "load_ms", MappingProxyType(
+            {canonical_model(m): ms for m, ms in self.load_ms.items()}))
 
     def has_model(self, model: str) -> bool | None:
         """True or False when known; None when the backend has not reported its models yet.
@@ -94,6 +97,13 @@ class BackendView:
         if model in self.loaded:
             return True
         return None if self.models is None else model in self.models
+
+    def fits(self, model: str, context_tokens: int | None) -> bool:
+        """Resident at a context that fits (Ollama reloads a runner whose num_ctx differs, reference 4.5)."""
+        if model not in self.loaded:
+            return False
+        context = self.loaded[model]
+        return context_tokens is None or context is None or context >= context_tokens
 
     @property
     def queued_total(self) -> int:

@@ -1,0 +1,1 @@
+"""Code generated from proto/ollama_proxy.proto by tools/regenerate_grpc.py: do not edit."""

@@ -1,0 +1,1 @@
+"""The WebSocket front (`/v1/stream/ws` on the HTTP port)."""

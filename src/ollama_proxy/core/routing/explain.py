@@ -1,0 +1,115 @@
+"""How a routing decision or refusal explains itself: `X-Routing-Reason` values.
+
+A reason is a token from a fixed vocabulary, which clients can match, then optional detail after
+"; " (free text, ASCII). The token names the rule that decided:
+
+    target            X-Target-Backend chose the backend
+    only-candidate    one backend was left after the filters
+    latency-critical  X-Latency-Critical (or live media): the smallest estimated time until answered
+    power-efficient   X-Power-Efficient: scored with power weighted up
+    mode-<name>       the mode's scoring (mode-balanced, mode-efficiency, mode-quiet, ...); for
+                      mode-performance, the smallest estimate as with latency-critical
+    spill-over        the mode's preferred backend had a queue wait past the mode's patience
+    failover          an earlier pick failed before the first byte (detail: which and why)
+
+A refusal's token names what refused it:
+
+    unknown-target    X-Target-Backend names no configured backend (400)
+    no-model          no backend has the model (404)
+    target-unavailable  the target cannot take the request (503)
+    power-cap         ultra-efficiency's router.ultra_efficiency_max_watts excluded what was left (503)
+    max-power         X-Max-Power-Watts excluded what was left (503)
+    max-latency       X-Max-Latency-Ms excluded what was left (503)
+    unavailable       disabled, unhealthy, breaker open or no backends at all (503)
+
+Pure text: selection (`select.py`) hands over the numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ollama_proxy.core.modes import EfficiencyMode
+from ollama_proxy.core.routing.fleet import OVER_LATENCY, OVER_POWER, POWER_CAP
+from ollama_proxy.core.routing.state import RouteRequest
+from ollama_proxy.errors import NoBackendAvailable
+
+# Words for the weighted pick's detail, one per `Weights` factor.
+WHY = {"latency": "faster", "power": "lower power", "load": "less busy", "thermal": "cooler",
+       "noise": "quieter", "priority": "higher priority", "residency": "model loaded",
+       "context_fit": "loaded context fits", "health": "breaker closed"}
+
+_FAILOVER = "failover; "
+
+
+def ascii_text(text: str) -> str:
+    """Header-safe: sensor names and thermal reasons may hold anything."""
+    return text.encode("ascii", "replace").decode("ascii")
+
+
+def mode_token(mode: EfficiencyMode) -> str:
+    return f"mode-{mode.value}"
+
+
+def fastest_token(request: RouteRequest, mode: EfficiencyMode) -> str:
+    return "latency-critical" if request.wants_low_latency else mode_token(mode)
+
+
+def weighted_token(request: RouteRequest, mode: EfficiencyMode) -> str:
+    return "power-efficient" if request.power_efficient else mode_token(mode)
+
+
+def fastest_detail(ids: Sequence[str], estimates: Sequence[float], tied: int, by_priority: bool) -> str:
+    """`nvidia est. 150 ms vs igpu 400 ms` (the pick and the runner-up, in ranking order)."""
+    if tied > 1:
+        return f"{ids[0]} est. {estimates[0]:.0f} ms, tie of {tied}, " + (
+            "higher priority" if by_priority else "random pick")
+    return f"{ids[0]} est. {estimates[0]:.0f} ms vs {ids[1]} {estimates[1]:.0f} ms"
+
+
+def tie_detail(tied: int, by_priority: bool) -> str:
+    return f"near-tie of {tied}, " + ("higher priority" if by_priority else "random pick")
+
+
+def gains_detail(gains: Sequence[tuple[float, str]], competitors: int) -> str:
+    """The two factors that set the pick apart from the runner-up most."""
+    top = sorted(gains, reverse=True)[:2]
+    return (", ".join(WHY[k] for gain, k in top if gain > 0) or "best overall") + f" (best of {competitors})"
+
+
+def with_excluded(reason: str, excluded: int) -> str:
+    return f"{reason}; {excluded} excluded" if excluded else reason
+
+
+def failed_over(reason: str, failed: str, why: str) -> str:
+    """The reason after a failover: the token first, then each failover newest first, then the pick's."""
+    rest = reason[len(_FAILOVER):] if reason.startswith(_FAILOVER) else reason
+    return f"{_FAILOVER}failed over from {failed} ({why}); {rest}"
+
+
+def rejection(request: RouteRequest, excluded: Mapping[str, str], codes: np.ndarray, model_nowhere: bool,
+              power_cap_w: float | None) -> NoBackendAvailable:
+    """The refusal when nothing is eligible; `codes` are the screened rows' exclusion codes."""
+    detail = "; ".join(f"{bid}: {why}" for bid, why in excluded.items())
+    names = ", ".join(excluded)
+    if model_nowhere:
+        where = f"backend {request.target!r}" if request.target else "any backend"
+        return NoBackendAvailable(f"model {request.model!r} not found on {where} ({detail})", dict(excluded),
+                                  status=404, routing_reason=f"no-model; {request.model} on {where}")
+    if request.target is not None:
+        return NoBackendAvailable(f"X-Target-Backend {request.target!r} cannot take the request: {detail}",
+                                  dict(excluded), status=503,
+                                  routing_reason=ascii_text(f"target-unavailable; {detail}"))
+    if (codes == POWER_CAP).any():
+        token = (f"power-cap; ultra-efficiency mode allows at most {power_cap_w:g} W "
+                 "(router.ultra_efficiency_max_watts)")
+    elif (codes == OVER_POWER).any():
+        token = f"max-power; X-Max-Power-Watts {request.max_power_watts:g} W"
+    elif (codes == OVER_LATENCY).any():
+        token = f"max-latency; X-Max-Latency-Ms {request.max_latency_ms:.0f} ms"
+    else:
+        token = "unavailable; no backend can serve"
+    return NoBackendAvailable(f"no backend satisfies the request: {detail}", dict(excluded), status=503,
+                              routing_reason=ascii_text(f"{token}; excluded {names}"))
