@@ -22,7 +22,7 @@ from ollama_proxy.config.load import load_config
 from ollama_proxy.sim import SimServer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_lifecycle import spawn_proxy  # noqa: E402, F401  (the fixture: the real CLI in a subprocess)
+from test_lifecycle import spawn_proxy  # noqa: F401  (the fixture: the real CLI in a subprocess)
 
 
 class Reloadable:
