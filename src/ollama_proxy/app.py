@@ -162,7 +162,12 @@ async def drain(runner: web.AppRunner, grace_s: float) -> None:
     grpc_stopped = asyncio.ensure_future(grpc_server.stop(grace_s)) if grpc_server is not None else None
     grpc_at_start = grpc_server.in_flight if grpc_server is not None else 0
     if runner.server is not None:
-        runner.server.pre_shutdown()  # idle keep-alive connections close now, busy ones after their reply
+        # Idle keep-alive connections close now, busy ones after their reply. Not a WebSocket's: aiohttp
+        # ignores what a closing connection receives, so its client's cancels, pongs and close reply would be
+        # lost while its requests drain (`sockets.close_all` closes it below).
+        for connection in runner.server.connections:
+            if not sockets.serves(connection):
+                connection.close()
     at_start = front.in_flight + sockets.in_flight
     if at_start:
         log.info("shutting down: waiting up to %g s (server.shutdown_grace_s) for %d request(s) in flight",

@@ -30,7 +30,8 @@ ROUTING_TOKENS = {"target", "only-candidate", "latency-critical", "power-efficie
 
 @pytest.mark.parametrize(("headers", "expected", "reason_has"), [
     pytest.param({}, "igpu", "mode-balanced; ", id="balanced-default-igpu"),
-    pytest.param({"X-Latency-Critical": "true"}, "nvidia", "latency-critical; nvidia est. ", id="latency-critical-fastest"),
+    pytest.param({"X-Latency-Critical": "true"}, "nvidia", "latency-critical; nvidia est. ",
+                 id="latency-critical-fastest"),
     pytest.param({"X-Media-Type": "audio/wav"}, "nvidia", "latency-critical; ", id="live-media-is-latency-critical"),
     pytest.param({"X-Power-Efficient": "1"}, "npu", "power-efficient; ", id="power-efficient-npu"),
     pytest.param({"X-Max-Power-Watts": "15"}, "igpu", "2 excluded", id="power-cap-excludes-hungry"),

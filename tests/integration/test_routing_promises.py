@@ -76,7 +76,7 @@ async def test_latency_critical_goes_to_the_fastest_by_learned_latency_and_elsew
     _, out, _ = await chat(fleet.url)
     assert out["X-Backend-Used"] == "nvidia"
     # One slow answer holds nvidia's only slot and six more wait for it: now the igpu answers sooner.
-    await fleet.fault("nvidia", mode="slow", delay_s=3, count=1, paths=["/api/chat"])
+    await fleet.fault("nvidia", mode="slow", delay_s=1.5, count=1, paths=["/api/chat"])
     held = [asyncio.ensure_future(chat(fleet.url, {"X-Target-Backend": "nvidia"})) for _ in range(7)]
 
     async def queued() -> bool:

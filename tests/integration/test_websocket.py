@@ -402,8 +402,6 @@ def _proxy_memory(snapshot: tracemalloc.Snapshot) -> int:
     return sum(stat.size for stat in ours.statistics("filename"))
 
 
-@pytest.mark.xfail(reason="known defect: under load the drain can close a socket whose request has not finished "
-                          "(the socket's in-flight count misses it); open on issue 13", strict=False)
 async def test_shutdown_lets_requests_finish_then_closes_with_going_away(sim_factory: Callable[..., Any]) -> None:
     sim = await sim_factory(profile="nvidia", time_scale=1.0, reply_tokens=(30, 30))
     runner = await start(validate({"backends": [{"id": "sim", "endpoint": sim.url}]}), host="127.0.0.1", port=0)

@@ -121,7 +121,11 @@ class GrpcFront(OllamaProxyServicer):
                 refusal = rpc.failed(exc)
             rpc.refusal = refusal
         if refusal is not None:
-            await context.abort(refusal.code, refusal.details, refusal.trailing_metadata)
+            # The status is set and the handler returns, rather than `abort`: an abort right after the
+            # last writes could overtake them, and the client lost tokens it had been sent.
+            context.set_code(refusal.code)
+            context.set_details(refusal.details)
+            context.set_trailing_metadata(refusal.trailing_metadata)
 
     async def _whole(self, context: Context, method: str, call_of: Callable[[str], Call],
                      render: Callable[[Mapping[str, Any], _Rpc], Answer]) -> Answer:

@@ -85,6 +85,10 @@ class WebSocketFront:
         """Bytes written to open sockets that their clients have not taken yet (kernel buffers aside)."""
         return sum(s.transport.get_write_buffer_size() for s in self._sockets if s.transport is not None)
 
+    def serves(self, connection: object) -> bool:
+        """Whether an HTTP connection (aiohttp's `RequestHandler`) was upgraded to one of the open sockets."""
+        return any(s.connection is connection for s in self._sockets)
+
     def refuse_new_requests(self) -> None:
         """Shutting down: requests in flight go on, new ones are answered 503."""
         self._closing = True
@@ -107,7 +111,7 @@ class WebSocketFront:
             return error_response(request.path, "the proxy is shutting down", 503)
         await ws.prepare(request)
         _cap_send_buffer(request.transport)
-        sock = _Socket(ws, request.transport)
+        sock = _Socket(ws, request.protocol, request.transport)
         self._sockets.add(sock)
         try:
             async for message in ws:
@@ -256,10 +260,11 @@ def _num_ctx(exchange: _Exchange) -> int | None:
 
 
 class _Socket:
-    __slots__ = ("requests", "tasks", "transport", "ws")
+    __slots__ = ("connection", "requests", "tasks", "transport", "ws")
 
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> None:
+    def __init__(self, ws: web.WebSocketResponse, connection: object, transport: asyncio.Transport | None) -> None:
         self.ws = ws
+        self.connection = connection
         self.transport = transport
         self.requests: dict[str, _Exchange] = {}
         self.tasks = TaskSet()

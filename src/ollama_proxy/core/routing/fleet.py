@@ -229,6 +229,7 @@ class Fleet:
         # Relative to the fleet's highest, so any small scale (the seed's 0-3) spans the factor.
         self.priority_level = np.array([v.priority for v in views], dtype=np.int64)
         top = max((v.priority for v in views), default=0)
+        self.one_priority = all(v.priority == top for v in views)  # then priority never breaks a tie
         self.priority = _column([v.priority / top if top else 1.0 for v in views])
         self.health = _column([_HEALTH.get(v.breaker, 0.0) for v in views])
         self._configured_latency = LatencyColumns(0, self.avg_latency_ms, default_service_ms(self.avg_latency_ms),

@@ -128,9 +128,10 @@ def select(request: RouteRequest, fleet: Fleet, load: Load, mode: EfficiencyMode
         if fastest:
             estimated = screen.estimates if whole else screen.estimates[eligible]
             order = np.lexsort((-scored, estimated))
-            ranked_estimates, ranked_scores = estimated[order].tolist(), scored[order].tolist()
-            while (tied < len(order) and ranked_estimates[tied] == ranked_estimates[0]
-                   and ranked_scores[0] - ranked_scores[tied] <= tie_margin):
+            # Read element by element: the ties, if any, are a short prefix.
+            first, top = order.item(0), scored.item(order.item(0))
+            while (tied < len(order) and estimated.item(order.item(tied)) == estimated.item(first)
+                   and top - scored.item(order.item(tied)) <= tie_margin):
                 tied += 1
         else:
             order = (-scored).argsort(kind="stable")
@@ -141,7 +142,9 @@ def select(request: RouteRequest, fleet: Fleet, load: Load, mode: EfficiencyMode
         rows = eligible[order]
     ranked = rows.tolist()
     pick, by_priority = 0, False
-    if tied > 1:
+    if tied > 1 and fleet.one_priority:
+        pick = rng.choice(range(tied))
+    elif tied > 1:
         levels = fleet.priority_level[rows[:tied]]
         best = (levels == levels.max()).nonzero()[0].tolist()
         by_priority = len(best) < tied
