@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import aiohttp
 import orjson
@@ -14,8 +15,10 @@ from ollama_proxy.logs import JsonFormatter
 from ollama_proxy.sim import SimServer
 
 
-async def test_access_line_shows_route_and_sizing_in_text_and_json(proxy: str, sim: SimServer,
+async def test_access_line_shows_route_and_sizing_in_text_and_json(proxy_factory: Any, sim: SimServer,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    proxy = await proxy_factory({"backends": [{"id": "sim", "endpoint": sim.url}],
+                                 "server": {"log_format": "json"}})
     caplog.set_level(logging.INFO, logger="ollama_proxy.access")
     async with aiohttp.ClientSession() as session, session.post(
             proxy + "/proxy-context/auto/api/generate",

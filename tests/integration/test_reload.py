@@ -22,7 +22,7 @@ from ollama_proxy.config.load import load_config
 from ollama_proxy.sim import SimServer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_lifecycle import spawn_proxy  # noqa: F401  (the fixture: the real CLI in a subprocess)
+from test_lifecycle import free_port, spawn_proxy  # noqa: F401  (spawn_proxy: the fixture, the real CLI)
 
 
 class Reloadable:
@@ -131,12 +131,10 @@ async def test_listen_settings_need_a_restart_and_keys_guard_the_reload(reloadab
             assert r.status == 200
 
 
-async def test_sighup_reloads_the_running_cli(spawn_proxy: Any, sim_factory: Any, tmp_path: Path) -> None:
+async def test_sighup_reloads_the_running_cli(spawn_proxy: Any, sim_factory: Any, tmp_path: Path) -> None:  # noqa: F811
     first, second = await sim_factory(time_scale=0), await sim_factory(time_scale=0)
     config = tmp_path / "proxy.yaml"
     config.write_text(yaml.safe_dump({"backends": [backend("a", first)]}))
-    from test_lifecycle import free_port
-
     port = free_port()
     proxy = spawn_proxy("--config", str(config), "--proxy-port", str(port), port=port)
     await proxy.wait_ready()

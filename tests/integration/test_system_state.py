@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import os
+import re
 import signal
 import stat
 from collections.abc import Callable

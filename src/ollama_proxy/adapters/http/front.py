@@ -101,6 +101,8 @@ class HttpFront:
         # The client's own X-Request-ID is replaced by the one the proxy answers with (the same, when given).
         drop = {"x-request-id"} | ({"authorization", "x-api-key"} if config.server.api_keys else set())
         self._drop = frozenset(drop)
+        # Only the JSON log reads a record's fields: text logging does not build them per request.
+        self._log_fields = config.server.log_format == "json"
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         given_id = request.headers.get("X-Request-ID")
@@ -270,7 +272,8 @@ class HttpFront:
                   "model": exchange.model, "backend": backend, "status": exchange.status,
                   "duration_ms": round(elapsed * 1000, 1), "queued_ms": round(queued_ms, 1),
                   "num_ctx": sizing.num_ctx if sizing else None,
-                  "sizing_reason": sizing.reason.value if sizing else None, "failure": failure or note}
+                  "sizing_reason": sizing.reason.value if sizing else None,
+                  "failure": failure or note} if self._log_fields else None
         log.info("%s %s %s model=%s backend=%s%s status=%d %.1fms%s%s", exchange.request_id, exchange.method,
                  exchange.requested, exchange.model or "-", backend, sized, exchange.status, elapsed * 1000, queued,
                  f" failed: {failure}" if failure else (f" ({note})" if note else ""), extra={"fields": fields})
