@@ -11,6 +11,7 @@ import difflib
 import os
 import sys
 from collections.abc import Coroutine, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from ollama_proxy import __version__
@@ -67,7 +68,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         prog="ollama-proxy", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="A drop-in proxy in front of Ollama: per-request context sizing, routing across backends.")
     parser.add_argument("--version", action="version", version=f"ollama-proxy {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{serve,status,simulate,demo}")
+    sub = parser.add_subparsers(dest="command", metavar="{serve,status,simulate,demo,install-gnome-extension}")
 
     serve = sub.add_parser("serve", help="run the proxy (the default)", epilog=EXAMPLES,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,6 +92,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     demo = sub.add_parser("demo", help="four simulated backends (npu, igpu, nvidia, cpu) behind the proxy")
     _listen_flags(demo)
     demo.add_argument("--time-scale", type=float, default=0.5, help="multiplies every simulated delay")
+
+    gnome = sub.add_parser("install-gnome-extension",
+                           help="install the GNOME Shell 'AI Efficiency' Quick Settings toggle for this user")
+    gnome.add_argument("--shell-version", help="the GNOME Shell version to install for (default: the running one)")
+    gnome.add_argument("--print", action="store_true", help="show what would be installed, write nothing")
     return parser, {"": parser, **sub.choices}
 
 
@@ -106,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "install-gnome-extension":
+            return _install_gnome_extension(args)
         if args.command == "status":
             from ollama_proxy.adapters.cli.status_command import run_status
 
@@ -176,6 +184,19 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"ollama-proxy simulate: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
               file=sys.stderr)
         return 1
+    return 0
+
+
+def _install_gnome_extension(args: argparse.Namespace) -> int:
+    from ollama_proxy.adapters.gnome.installer import InstallError, detect_shell_version, install
+
+    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local/share")
+    try:
+        install(args.shell_version or detect_shell_version(), data_home / "gnome-shell/extensions", sys.stdout,
+                dry_run=args.print)
+    except InstallError as exc:
+        print(f"ollama-proxy: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,0 +1,1 @@
+"""The GNOME Shell "AI Efficiency" Quick Settings extension (package data) and its installer."""

@@ -1,0 +1,128 @@
+// The AI Efficiency logic shared by both builds. It has no import or export on purpose: the Shell 43-44
+// build (legacy imports) and the 45+ build (ES modules) both read this file and run it as the body of
+// `new Function('Gio', 'GLib', src)`, so one source serves both module systems. It returns makeController.
+'use strict';
+
+const BUS_NAME = 'ie.fio.OllamaProxy';
+const OBJECT_PATH = '/ie/fio/OllamaProxy';
+const EFFICIENCY = 'ie.fio.OllamaProxy.Efficiency';
+const ROUTING = 'ie.fio.OllamaProxy.Routing';
+const NOT_RUNNING = 'Proxy not running';
+
+function call(connection, iface, method, params, replyType) {
+    return new Promise((resolve, reject) => {
+        connection.call(BUS_NAME, OBJECT_PATH, iface, method, params,
+            replyType ? new GLib.VariantType(replyType) : null,
+            Gio.DBusCallFlags.NONE, -1, null, (conn, result) => {
+                try {
+                    resolve(conn.call_finish(result).deepUnpack());
+                } catch (error) {
+                    reject(error);
+                }
+            });
+    });
+}
+
+function getProperty(connection, iface, name) {
+    return call(connection, 'org.freedesktop.DBus.Properties', 'Get',
+        new GLib.Variant('(ss)', [iface, name]), '(v)').then(([value]) => value.deepUnpack());
+}
+
+// view: {showModes(modes, current), showState(text, checked), showAbsent(text)}; nothing here throws into the shell.
+function makeController(view, log) {
+    let connection = null;
+    let watchId = 0;
+    let subscriptions = [];
+    let state = {mode: '', effective: '', backend: ''};
+
+    function render() {
+        const mode = state.effective && state.effective !== state.mode
+            ? `${state.mode} → ${state.effective}` : state.mode;
+        const text = state.backend ? `${mode} · ${state.backend}` : mode;
+        // Checked means "not the default": any mode but balanced changes how the proxy routes.
+        view.showState(text, state.mode !== 'balanced');
+    }
+
+    function report(error) {
+        log(`AI Efficiency: ${error.message}`);
+    }
+
+    async function refresh() {
+        const [modes] = await call(connection, EFFICIENCY, 'ListModes', null, '(as)');
+        state.mode = await getProperty(connection, EFFICIENCY, 'Mode');
+        state.effective = await getProperty(connection, EFFICIENCY, 'EffectiveMode');
+        state.backend = await getProperty(connection, ROUTING, 'LastBackend').catch(() => '');
+        view.showModes(modes, state.mode);
+        render();
+    }
+
+    function subscribe(conn) {
+        subscriptions.push(conn.signal_subscribe(BUS_NAME, EFFICIENCY, 'ModeChanged', OBJECT_PATH, null,
+            Gio.DBusSignalFlags.NONE, (_c, _s, _p, _i, _n, params) => {
+                [state.mode, state.effective] = params.deepUnpack();
+                view.showModes(null, state.mode);
+                render();
+            }));
+        subscriptions.push(conn.signal_subscribe(BUS_NAME, 'org.freedesktop.DBus.Properties',
+            'PropertiesChanged', OBJECT_PATH, null, Gio.DBusSignalFlags.NONE,
+            (_c, _s, _p, _i, _n, params) => {
+                const [iface, changed] = params.deepUnpack();
+                const value = name => changed[name] ? changed[name].deepUnpack() : undefined;
+                if (iface === ROUTING && value('LastBackend') !== undefined)
+                    state.backend = value('LastBackend');
+                if (iface === EFFICIENCY) {
+                    state.mode = value('Mode') ?? state.mode;
+                    state.effective = value('EffectiveMode') ?? state.effective;
+                    view.showModes(null, state.mode);
+                }
+                render();
+            }));
+    }
+
+    function unsubscribe() {
+        if (connection)
+            subscriptions.forEach(id => connection.signal_unsubscribe(id));
+        subscriptions = [];
+    }
+
+    function appeared(conn) {
+        connection = conn;
+        subscribe(conn);
+        refresh().catch(report);
+    }
+
+    function vanished() {
+        unsubscribe();
+        connection = null;
+        state = {mode: '', effective: '', backend: ''};
+        view.showAbsent(NOT_RUNNING);
+    }
+
+    return {
+        start() {
+            view.showAbsent(NOT_RUNNING);
+            watchId = Gio.bus_watch_name(Gio.BusType.SESSION, BUS_NAME, Gio.BusNameWatcherFlags.NONE,
+                conn => appeared(conn), () => vanished());
+        },
+        stop() {
+            unsubscribe();
+            if (watchId)
+                Gio.bus_unwatch_name(watchId);
+            watchId = 0;
+            connection = null;
+        },
+        setMode(mode) {
+            if (!connection) {
+                view.showAbsent(NOT_RUNNING);
+                return Promise.resolve(false);
+            }
+            return call(connection, EFFICIENCY, 'SetMode', new GLib.Variant('(s)', [mode]), '(b)')
+                .then(([ok]) => ok).catch(error => {
+                    report(error);
+                    return false;
+                });
+        },
+    };
+}
+
+return makeController;

@@ -1,0 +1,61 @@
+// The toggle and indicator shared by both builds, run like logic.js as the body of
+// `new Function('GObject', 'PopupMenu', 'QuickSettings', src)`; it returns the indicator class.
+'use strict';
+
+const TITLE = 'AI Efficiency';
+const ICON = 'power-profile-balanced-symbolic';
+// 43 names the toggle's text `label`, 44 renamed it `title`.
+const TEXT_PROPERTY = 'title' in QuickSettings.QuickToggle.prototype ? 'title' : 'label';
+
+const EfficiencyToggle = GObject.registerClass(
+class EfficiencyToggle extends QuickSettings.QuickMenuToggle {
+    _init() {
+        super._init({[TEXT_PROPERTY]: TITLE, iconName: ICON, toggleMode: false});
+        this.menu.setHeader(ICON, TITLE);
+        this._modes = new PopupMenu.PopupMenuSection();
+        this.menu.addMenuItem(this._modes);
+        this._items = new Map();
+        this.onChoose = () => {};
+    }
+
+    showModes(modes, current) {
+        if (modes) {
+            this._modes.removeAll();
+            this._items.clear();
+            for (const mode of modes) {
+                const item = new PopupMenu.PopupMenuItem(mode);
+                item.connect('activate', () => this.onChoose(mode));
+                this._modes.addMenuItem(item);
+                this._items.set(mode, item);
+            }
+        }
+        for (const [mode, item] of this._items)
+            item.setOrnament(mode === current ? PopupMenu.Ornament.DOT : PopupMenu.Ornament.NONE);
+    }
+
+    showState(text, checked) {
+        this.menu.setHeader(ICON, TITLE, text);
+        this.checked = checked;
+        this.reactive = true;
+    }
+
+    showAbsent(text) {
+        this._modes.removeAll();
+        this._items.clear();
+        this.menu.setHeader(ICON, TITLE, text);
+        this.checked = false;
+    }
+});
+
+const EfficiencyIndicator = GObject.registerClass(
+class EfficiencyIndicator extends QuickSettings.SystemIndicator {
+    _init() {
+        super._init();
+        this._indicator = this._addIndicator();
+        this._indicator.iconName = ICON;
+        this.toggle = new EfficiencyToggle();
+        this.quickSettingsItems.push(this.toggle);
+    }
+});
+
+return EfficiencyIndicator;
