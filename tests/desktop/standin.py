@@ -1,4 +1,4 @@
-"""A dbus-fast stand-in for the proxy's Efficiency and Routing interfaces (/tmp/dbus-contract.md), for the
+"""A dbus-fast stand-in for the proxy's Efficiency and Routing interfaces (docs/dbus.md), for the
 extension's fast test; it prints each SetMode it receives."""
 
 import asyncio
