@@ -28,7 +28,7 @@ _TOOL_CHOICES = ("auto", "any", "tool", "none")
 def messages_to_native(body: Any) -> NativeCall:
     """`/v1/messages` → `/api/chat`; raises `AnthropicRequestError` naming the field it refuses."""
     with as_anthropic_errors():
-        body = _object(body)
+        body = fields.json_object(body)
         if body.get("max_tokens") is None:
             raise AnthropicRequestError("'max_tokens' is required")
         native = _chat_body(body)
@@ -41,13 +41,7 @@ def count_tokens_to_native(body: Any) -> dict[str, Any]:
     """`/v1/messages/count_tokens`: the native chat body whose prompt the proxy counts (`max_tokens` may
     be left out, as Anthropic allows there)."""
     with as_anthropic_errors():
-        return _chat_body(_object(body))
-
-
-def _object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise AnthropicRequestError("the request body must be a JSON object")
-    return body
+        return _chat_body(fields.json_object(body))
 
 
 def _chat_body(body: dict[str, Any]) -> dict[str, Any]:

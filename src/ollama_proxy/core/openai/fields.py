@@ -11,6 +11,13 @@ from typing import Any
 from ollama_proxy.core.openai.errors import OpenAIRequestError
 
 
+def json_object(body: Any) -> dict[str, Any]:
+    """The request body, which must be a JSON object (every translator starts here)."""
+    if not isinstance(body, dict):
+        raise OpenAIRequestError("the request body must be a JSON object")
+    return body
+
+
 def number(body: dict[str, Any], key: str, low: float, high: float) -> float | None:
     """The number at `key` within [low, high], or None when absent or null."""
     value = body.get(key)

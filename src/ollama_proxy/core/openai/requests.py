@@ -54,7 +54,7 @@ _THINK_BY_EFFORT: dict[str, bool | str] = {"none": False, "minimal": "low", "low
 
 def chat_to_native(body: Any) -> NativeCall:
     """`/v1/chat/completions` → `/api/chat`."""
-    body = request_object(body)
+    body = fields.json_object(body)
     model = fields.model_name(body)
     stream = fields.boolean(body, "stream")
     native: dict[str, Any] = {"model": model, "messages": messages_to_native(body.get("messages")),
@@ -80,7 +80,7 @@ def chat_to_native(body: Any) -> NativeCall:
 def completion_to_native(body: Any) -> NativeCall:
     """`/v1/completions` → `/api/generate`; like Ollama's own layer, the prompt is templated unless
     the client sends the extension `raw: true`."""
-    body = request_object(body)
+    body = fields.json_object(body)
     model = fields.model_name(body)
     stream = fields.boolean(body, "stream")
     if fields.boolean(body, "echo"):
@@ -97,7 +97,7 @@ def completion_to_native(body: Any) -> NativeCall:
 
 def embeddings_to_native(body: Any) -> NativeCall:
     """`/v1/embeddings` → `/api/embed`."""
-    body = request_object(body)
+    body = fields.json_object(body)
     model = fields.model_name(body)
     native: dict[str, Any] = {"model": model, "input": _embedding_input(body.get("input"))}
     dimensions = fields.integer(body, "dimensions", 1)
@@ -114,13 +114,6 @@ def embeddings_to_native(body: Any) -> NativeCall:
         native["keep_alive"] = body["keep_alive"]
     return NativeCall("/api/embed", native,
                          ReplyContext(RequestKind.EMBEDDING, model, encoding_format=encoding))
-
-
-def request_object(body: Any) -> dict[str, Any]:
-    """The request body, which must be a JSON object."""
-    if not isinstance(body, dict):
-        raise OpenAIRequestError("the request body must be a JSON object")
-    return body
 
 
 def _context(kind: RequestKind, model: str, body: dict[str, Any], stream: bool) -> ReplyContext:

@@ -23,7 +23,7 @@ from ollama_proxy.core.openai.messages import (
     tool_call_to_native,
     tool_call_to_openai,
 )
-from ollama_proxy.core.openai.requests import native_options, native_think, request_object
+from ollama_proxy.core.openai.requests import native_options, native_think
 from ollama_proxy.core.openai.responses import usage
 from ollama_proxy.core.translation import NativeCall, ReplyTranslator
 
@@ -57,7 +57,7 @@ class ResponsesContext:
 
 def responses_to_native(body: Any) -> NativeCall:
     """`/v1/responses` → `/api/chat`; raises `OpenAIRequestError` for what cannot be served."""
-    body = request_object(body)
+    body = fields.json_object(body)
     _refuse_stateful(body)
     model = fields.model_name(body)
     stream = fields.boolean(body, "stream")

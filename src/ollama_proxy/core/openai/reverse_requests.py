@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from ollama_proxy.core.openai import fields
 from ollama_proxy.core.openai.messages import messages_to_openai
 from ollama_proxy.core.operations import Operation
 from ollama_proxy.errors import BadRequest
@@ -67,7 +68,7 @@ def is_load_only(kind: NativeKind, body: dict[str, Any]) -> bool:
 
 def chat_to_openai(body: Any) -> OpenAIRequest:
     """`/api/chat` → `/v1/chat/completions`."""
-    body = _object(body)
+    body = fields.json_object(body)
     model = _model(body)
     openai: dict[str, Any] = {"model": model, "messages": messages_to_openai(body.get("messages") or [])}
     if body.get("tools"):
@@ -77,7 +78,7 @@ def chat_to_openai(body: Any) -> OpenAIRequest:
 
 def generate_to_openai(body: Any) -> OpenAIRequest:
     """`/api/generate` → `/v1/chat/completions`, or `/v1/completions` when raw or with a suffix."""
-    body = _object(body)
+    body = fields.json_object(body)
     model = _model(body)
     prompt = body.get("prompt") or ""
     if not isinstance(prompt, str):
@@ -97,7 +98,7 @@ def generate_to_openai(body: Any) -> OpenAIRequest:
 
 def embed_to_openai(body: Any) -> OpenAIRequest:
     """`/api/embed` → `/v1/embeddings` (vectors come back normalised, as Ollama's are)."""
-    body = _object(body)
+    body = fields.json_object(body)
     model = _model(body)
     value = body.get("input", "")
     if not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
@@ -115,12 +116,6 @@ REVERSE_TRANSLATORS: dict[Operation, Callable[[Any], OpenAIRequest]] = {
     Operation.GENERATE: generate_to_openai,
     Operation.EMBED: embed_to_openai,
 }
-
-
-def _object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object")
-    return body
 
 
 def _model(body: dict[str, Any]) -> str:
