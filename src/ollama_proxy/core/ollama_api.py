@@ -8,6 +8,7 @@ Pure: it only looks at strings and dicts.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
@@ -72,15 +73,22 @@ def split_context_route(path: str, sizes: tuple[int, ...], default: SizeMode) ->
     if not path.startswith(CONTEXT_PREFIX):
         return ContextRoute(default, path)
     spec, _, rest = path[len(CONTEXT_PREFIX):].partition("/")
-    upstream_path = "/" + rest
-    if spec == "auto":
-        return ContextRoute(SizeMode.AUTO, upstream_path)
-    # Compared as text: "08192", "8_192" or full-width digits pass int() but are not the route we publish.
-    if spec not in {str(s) for s in sizes}:
+    choice = context_choice(spec, sizes)
+    if choice is None:
         valid = ", ".join(["auto", *map(str, sizes)])
         raise ValueError(f"invalid context size {spec!r} in {CONTEXT_PREFIX}{{size}}/: use one of {valid}")
-    size = int(spec)
-    return ContextRoute(SizeMode.FIXED, upstream_path, size)
+    return ContextRoute(choice[0], "/" + rest, choice[1])
+
+
+def context_choice(spec: str, sizes: Sequence[int]) -> tuple[SizeMode, int | None] | None:
+    """`auto` or one of the configured `sizes` as the route spells them; None for anything else (each
+    front words its own refusal). Compared as text: "08192", "8_192" or full-width digits pass int()
+    but are not the route the proxy publishes."""
+    if spec == "auto":
+        return SizeMode.AUTO, None
+    if spec in {str(s) for s in sizes}:
+        return SizeMode.FIXED, int(spec)
+    return None
 
 
 def sizes_itself(body: dict[str, object]) -> bool:

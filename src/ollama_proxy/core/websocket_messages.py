@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ollama_proxy.core.ollama_api import SizeMode
+from ollama_proxy.core.ollama_api import SizeMode, context_choice
 from ollama_proxy.core.operations import Operation
 from ollama_proxy.core.routing.headers import FIELD_HEADERS, parse_route_fields
 from ollama_proxy.core.routing.state import RouteRequest
@@ -152,12 +152,10 @@ def _messages(messages: Any) -> list[Any]:
 
 def _context(spec: Any, sizes: Sequence[int]) -> tuple[SizeMode, int | None]:
     """`"auto"` or one of `sizes` (as a number or its digits), as the `/proxy-context/` route takes them."""
-    if spec == "auto":
-        return SizeMode.AUTO, None
-    if isinstance(spec, int) and not isinstance(spec, bool) and spec in sizes:
-        return SizeMode.FIXED, spec
-    if isinstance(spec, str) and spec in {str(s) for s in sizes}:
-        return SizeMode.FIXED, int(spec)
+    text = str(spec) if isinstance(spec, int) and not isinstance(spec, bool) else spec
+    choice = context_choice(text, sizes) if isinstance(text, str) else None
+    if choice is not None:
+        return choice
     raise BadRequest(f"context: expected \"auto\" or one of {', '.join(map(str, sizes))}, got {_shown(spec)}")
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 
 from ollama_proxy.adapters.grpc.generated import ollama_proxy_pb2 as pb
-from ollama_proxy.core.ollama_api import SizeMode
+from ollama_proxy.core.ollama_api import SizeMode, context_choice
 from ollama_proxy.core.operations import Dialect, Operation
 from ollama_proxy.core.routing.headers import parse_route_fields
 from ollama_proxy.core.routing.state import RouteRequest
@@ -64,13 +64,11 @@ def route_hints(annotations: pb.Annotations) -> RouteRequest:
 
 def context_size(text: str, sizes: tuple[int, ...]) -> tuple[SizeMode, int | None]:
     """`context`: "auto" (or empty) sizes the call; a configured size fixes `num_ctx` to it."""
-    spec = text.strip().lower()
-    if spec in ("", "auto"):
-        return SizeMode.AUTO, None
-    if spec not in {str(s) for s in sizes}:
+    choice = context_choice(text.strip().lower() or "auto", sizes)
+    if choice is None:
         raise BadRequest(f"context: expected auto or one of {', '.join(map(str, sizes))} "
                          f"(context.sizes), got {text!r}")
-    return SizeMode.FIXED, int(spec)
+    return choice
 
 
 def native_options(options: struct_pb2.Struct) -> dict[str, Any]:
