@@ -22,6 +22,15 @@ Event = dict[str, Any] | EndOfStream
 UNFINISHED_STREAM = "the backend closed the stream before it finished"
 
 
+def stream_error(native: dict[str, Any]) -> str | None:
+    """The message of a native stream's error line (Ollama sends `{"error": ...}` mid-stream when a runner
+    fails), None for any other line."""
+    if "error" not in native:
+        return None
+    error = native["error"]
+    return error if isinstance(error, str) else str(error)
+
+
 class ReplyTranslator(Protocol):
     """The native answer to one call, in the client's protocol."""
 

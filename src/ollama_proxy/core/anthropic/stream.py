@@ -32,7 +32,7 @@ from ollama_proxy.core.anthropic.replies import (
     tool_use_id,
     usage,
 )
-from ollama_proxy.core.translation import Event, ReplyTranslator
+from ollama_proxy.core.translation import Event, ReplyTranslator, stream_error
 
 # How each kind of streamed block starts, before its deltas fill it in.
 _EMPTY_BLOCKS: dict[str, dict[str, Any]] = {
@@ -85,9 +85,9 @@ class MessageTranslator:
     def feed(self, native: dict[str, Any]) -> list[Event]:
         if self._finished:
             return []
-        if "error" in native:
-            error = native["error"]
-            return self.abort(error if isinstance(error, str) else str(error), 500)
+        error = stream_error(native)
+        if error is not None:
+            return self.abort(error, 500)
         events = self._start()
         thinking, text, calls = reply_parts(native)
         if thinking:

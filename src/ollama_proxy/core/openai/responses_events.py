@@ -35,7 +35,7 @@ from ollama_proxy.core.openai.responses_api import (
     response_object,
     summary_text,
 )
-from ollama_proxy.core.translation import Event
+from ollama_proxy.core.translation import Event, stream_error
 
 _REASONING = "reasoning"
 _MESSAGE = "message"
@@ -87,9 +87,9 @@ class ResponsesTranslator:
     def feed(self, native: dict[str, Any]) -> list[Event]:
         if self._finished:
             return []
-        if "error" in native:
-            error = native["error"]
-            return self.abort(error if isinstance(error, str) else str(error), 500)
+        error = stream_error(native)
+        if error is not None:
+            return self.abort(error, 500)
         events = self._start()
         message = native.get("message") or {}
         # Ollama may put thinking, text and tool calls on one line; that is also their order in a reply.

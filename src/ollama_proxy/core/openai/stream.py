@@ -27,7 +27,7 @@ from ollama_proxy.core.openai.responses import (
     usage,
 )
 from ollama_proxy.core.streams import END_OF_STREAM
-from ollama_proxy.core.translation import UNFINISHED_STREAM, Event
+from ollama_proxy.core.translation import UNFINISHED_STREAM, Event, stream_error
 
 
 class StreamTranslator:
@@ -69,9 +69,9 @@ class StreamTranslator:
             return []
         if self._context.kind is RequestKind.EMBEDDING:
             raise ValueError("embeddings are never streamed")
-        if "error" in native:
-            error = native["error"]
-            return self.abort(error if isinstance(error, str) else str(error))
+        error = stream_error(native)
+        if error is not None:
+            return self.abort(error)
         events: list[Event] = []
         events += self._chat_deltas(native) if self._chat else self._text_deltas(native)
         if native.get("done"):
