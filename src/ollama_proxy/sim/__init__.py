@@ -11,10 +11,14 @@ shows counters for assertions. It is a tool that ships with the proxy, not part 
 
 from __future__ import annotations
 
-from ollama_proxy.sim.app import SimServer, build_sim_app, run_sim
+from typing import TYPE_CHECKING, Any
+
 from ollama_proxy.sim.config import PROFILES, ModelSpec, Profile, SimConfig
 from ollama_proxy.sim.faults import Fault
 from ollama_proxy.sim.tokenize import approx_token_count, model_info_from_gguf
+
+if TYPE_CHECKING:
+    from ollama_proxy.sim.app import SimServer, build_sim_app, run_sim
 
 __all__ = [
     "PROFILES",
@@ -28,3 +32,13 @@ __all__ = [
     "model_info_from_gguf",
     "run_sim",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The server (aiohttp and every handler) loads on first use: the proxy's command line reads the
+    # simulator's arguments and profiles on every start, and most starts never run a simulator.
+    if name in ("SimServer", "build_sim_app", "run_sim"):
+        from ollama_proxy.sim import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

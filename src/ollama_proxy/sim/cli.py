@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ollama_proxy.sim.app import run_sim
 from ollama_proxy.sim.config import PROFILES, SimConfig
 
 
@@ -51,5 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
+    # Imported here: the proxy's own command line adds these arguments and should not pay for the server.
+    from ollama_proxy.sim.app import run_sim
+
     run_sim(config, host=args.host, port=args.port)
     return 0
