@@ -21,6 +21,7 @@ from ollama_proxy.adapters.http.front import HttpFront
 from ollama_proxy.adapters.http.metrics import Metrics
 from ollama_proxy.adapters.http.server import EDGE_KEY, FRONT_KEY, WEBSOCKET_KEY, AdminEndpoints, build_http_app
 from ollama_proxy.adapters.sysfs.monitor import SystemMonitor
+from ollama_proxy.adapters.systemd.notify import ServiceNotifier
 from ollama_proxy.adapters.upstream.aiohttp_client import AiohttpTransport
 from ollama_proxy.adapters.websocket.front import WebSocketFront
 from ollama_proxy.config.schema import Config
@@ -208,13 +209,21 @@ def install_fast_loop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve_forever(config: Config, load: Callable[[], Config] | None = None) -> None:
+async def serve_forever(config: Config, load: Callable[[], Config] | None = None,
+                        notifier: ServiceNotifier | None = None) -> None:
     """Serve until SIGTERM or SIGINT (what `docker stop` and systemd send), then drain; SIGHUP reloads
-    the configuration through `load`."""
+    the configuration through `load`. `notifier` tells a service manager when serving starts, reloads, stops."""
+    notify = notifier or ServiceNotifier(None)
     runner = await start(config, load=load)
     reloader = runner.app[RELOADER_KEY]
+    serving = f"serving on http://{config.server.host}:{bound_port(runner)}"
+
+    def reload_on_hangup() -> None:
+        notify.reloading()
+        reloader.spawn_reload(then=lambda: notify.ready(serving))
+
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, lambda: reloader.spawn_reload())
+    loop.add_signal_handler(signal.SIGHUP, reload_on_hangup)
     log.info("ollama-proxy listening on http://%s:%d with backends: %s", config.server.host, bound_port(runner),
              ", ".join(f"{b.id}={b.endpoint}" for b in config.backends))
     router = runner.app[FRONT_KEY].pipeline.router
@@ -224,7 +233,9 @@ async def serve_forever(config: Config, load: Callable[[], Config] | None = None
              bound_port(runner))
     if (grpc_port := bound_grpc_port(runner)) is not None:
         log.info("gRPC (ollama_proxy.OllamaProxy, with reflection) on %s:%d", config.server.host, grpc_port)
+    notify.ready(serving)
     await wait_for_stop_signal()
+    notify.stopping()
     await drain(runner, config.server.shutdown_grace_s)
 
 

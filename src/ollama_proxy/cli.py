@@ -1,4 +1,5 @@
-"""Command line: `ollama-proxy [serve]`, `ollama-proxy status`, `ollama-proxy simulate`, `ollama-proxy demo`.
+"""Command line: `ollama-proxy [serve]`, `ollama-proxy status`, `ollama-proxy simulate`, `ollama-proxy demo`,
+`ollama-proxy install-gnome-extension`, `ollama-proxy install-service`.
 
 Exit status 2 for a bad flag or configuration, with one message that names the field or the flag.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ollama_proxy import __version__
+from ollama_proxy.adapters.systemd.unit import UNIT_NAME
 from ollama_proxy.config.load import load_config, proxy_url, validate, with_listen_flags
 from ollama_proxy.config.schema import Config
 from ollama_proxy.errors import ConfigError, ListenError
@@ -30,6 +32,7 @@ examples:
   ollama-proxy --config proxy.yaml              several backends (see examples/laptop.yaml)
   ollama-proxy demo                             four simulated backends behind the proxy, no Ollama needed
   ollama-proxy status                           backends, mode and recent decisions of a running proxy
+  ollama-proxy install-service                  run it as a systemd user service (--print: show the unit)
 
   OLLAMA_HOST=http://127.0.0.1:11435 ollama run llama3.2
   curl -si localhost:11435/proxy-context/auto/api/generate -d '{"model": "llama3.2", "prompt": "Hi"}'
@@ -68,7 +71,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
         prog="ollama-proxy", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="A drop-in proxy in front of Ollama: per-request context sizing, routing across backends.")
     parser.add_argument("--version", action="version", version=f"ollama-proxy {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{serve,status,simulate,demo,install-gnome-extension}")
+    sub = parser.add_subparsers(dest="command",
+                                metavar="{serve,status,simulate,demo,install-gnome-extension,install-service}")
 
     serve = sub.add_parser("serve", help="run the proxy (the default)", epilog=EXAMPLES,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,6 +101,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
                            help="install the GNOME Shell 'AI Efficiency' Quick Settings toggle for this user")
     gnome.add_argument("--shell-version", help="the GNOME Shell version to install for (default: the running one)")
     gnome.add_argument("--print", action="store_true", help="show what would be installed, write nothing")
+
+    service = sub.add_parser("install-service",
+                             help=f"install the systemd user service {UNIT_NAME} and a config skeleton")
+    service.add_argument("--print", action="store_true", help="show the unit and where it would go, write nothing")
     return parser, {"": parser, **sub.choices}
 
 
@@ -114,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _simulate(args)
         if args.command == "install-gnome-extension":
             return _install_gnome_extension(args)
+        if args.command == "install-service":
+            return _install_service(args)
         if args.command == "status":
             from ollama_proxy.adapters.cli.status_command import run_status
 
@@ -133,8 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ollama_proxy.demo import run_demo
 
         return _run(run_demo(config, time_scale=args.time_scale))
+    from ollama_proxy.adapters.systemd.notify import ServiceNotifier
+
     # A reload (SIGHUP, POST /admin/reload) reads the file and the environment again; the flags still win.
-    return _run(serve_forever(config, load=lambda: command_config(args)))
+    return _run(serve_forever(config, load=lambda: command_config(args),
+                              notifier=ServiceNotifier.from_environ(os.environ)))
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -197,6 +210,19 @@ def _install_gnome_extension(args: argparse.Namespace) -> int:
     except InstallError as exc:
         print(f"ollama-proxy: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _install_service(args: argparse.Namespace) -> int:
+    from ollama_proxy.adapters.systemd.install import ServicePaths, install_service, proxy_command
+
+    paths = ServicePaths.for_user(os.environ)
+    command = proxy_command(paths.config, sys.argv[0], sys.executable)
+    try:
+        install_service(paths, command, sys.stdout, environ=os.environ, dry_run=args.print)
+    except OSError as exc:
+        print(f"ollama-proxy: cannot install the service: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -118,13 +118,18 @@ class Reloader:
         return {"reloaded": True, "backends": {"kept": kept, "new_or_changed": built, "removed": gone},
                 "restart_needed": restart}
 
-    def spawn_reload(self) -> None:
-        """Reload in the background, the outcome only logged (SIGHUP)."""
-        self._seams.tasks.spawn(self._reload_logged(), name="reload")
+    def spawn_reload(self, then: Callable[[], None] | None = None) -> None:
+        """Reload in the background, the outcome only logged (SIGHUP); `then` runs once it is over,
+        whether it applied or not."""
+        self._seams.tasks.spawn(self._reload_logged(then), name="reload")
 
-    async def _reload_logged(self) -> None:
-        with contextlib.suppress(BadRequest):  # already logged, and the running configuration stays
-            await self.reload()
+    async def _reload_logged(self, then: Callable[[], None] | None) -> None:
+        try:
+            with contextlib.suppress(BadRequest):  # already logged, and the running configuration stays
+                await self.reload()
+        finally:
+            if then is not None:
+                then()
 
     async def _retire(self, old: Services, keep: frozenset[str]) -> None:
         self._retiring[id(old)] = (old, keep)
