@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ollama_proxy.adapters.dbus.front import DesktopFront
 from ollama_proxy.adapters.http.edge import EdgeLimits, EdgeListener
 from ollama_proxy.adapters.http.front import HttpFront
 from ollama_proxy.adapters.http.metrics import Metrics
@@ -69,6 +70,7 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.monotonic,
     front = HttpFront(config, pipeline, metrics)
     websocket = WebSocketFront(config, pipeline, metrics)
     admin = AdminEndpoints(views)
+    desktop = DesktopFront(config.desktop, views, monitor, clock=clock)
     grpc_front: GrpcFront | None = None
     grpc_server = None
     if config.server.grpc_enabled:
@@ -85,6 +87,7 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.monotonic,
         if grpc_front is not None:
             grpc_front.follow(fresh.config, fresh.pipeline, fresh.views)
         admin.views = fresh.views
+        desktop.follow(fresh.config.desktop, fresh.views)
         metrics.follow(fresh.pool, fresh.router, fresh.context)
 
     reloader = Reloader(services, seams, switch=switch, load=load, grace_s=config.server.shutdown_grace_s)
@@ -99,6 +102,11 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.monotonic,
         async with monitor:
             yield
 
+    async def desktop_ctx(_: web.Application) -> AsyncIterator[None]:
+        await desktop.start()  # on the session bus, or a log line saying why not; never a failure
+        yield
+        await desktop.close()
+
     async def backends_ctx(_: web.Application) -> AsyncIterator[None]:
         await pool.start()
         yield
@@ -109,6 +117,7 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.monotonic,
         await tasks.cancel_all()  # what is still running at shutdown (tokenizer builds, refreshes)
 
     app.cleanup_ctx.append(system_ctx)
+    app.cleanup_ctx.append(desktop_ctx)
     app.cleanup_ctx.append(tasks_ctx)
     app.cleanup_ctx.append(backends_ctx)
     return app

@@ -129,6 +129,19 @@ class SystemConfig(_Strict):
     min_dwell_s: float = Field(default=10.0, ge=0, le=10.0)
 
 
+class DesktopConfig(_Strict):
+    # The D-Bus front on the session bus. auto: when DBUS_SESSION_BUS_ADDRESS names a bus that answers.
+    dbus: Literal["auto", "on", "off"] = "auto"
+    # Desktop notifications (org.freedesktop.Notifications) on thermal events and auto mode switches.
+    notifications: bool = True
+
+    @field_validator("dbus", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value: object) -> object:
+        # YAML 1.1 (PyYAML) reads a bare `on`/`off` as a boolean.
+        return ("on" if value else "off") if isinstance(value, bool) else value
+
+
 class Hardware(StrEnum):
     NPU = "npu"
     IGPU = "igpu"
@@ -178,6 +191,7 @@ class Config(_Strict):
     router: RouterConfig = RouterConfig()
     context: ContextConfig = ContextConfig()
     system: SystemConfig = SystemConfig()
+    desktop: DesktopConfig = DesktopConfig()
     backends: tuple[BackendConfig, ...] = ()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

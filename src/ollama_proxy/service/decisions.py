@@ -6,7 +6,7 @@ last `limit` of them (a deque: constant memory, no work beyond one small dict pe
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -17,11 +17,17 @@ class DecisionLog:
     def __init__(self, limit: int = 100, *, wall_clock: Callable[[], float] = time.time,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self._entries: deque[dict[str, Any]] = deque(maxlen=limit)
+        # Since start, not just the last `limit`: requests routed per backend, and the latest one's backend.
+        self.routed: Counter[str] = Counter()
+        self.last_backend: str | None = None
         self._wall_clock = wall_clock
         self._clock = clock
 
     def note(self, call: Call, record: CallRecord, status: int, error: str | None = None) -> None:
         sizing, routing = record.sizing, record.routing
+        if record.backend_id is not None:
+            self.routed[record.backend_id] += 1
+            self.last_backend = record.backend_id
         self._entries.append({
             "at": round(self._wall_clock(), 3),
             "request_id": call.request_id,

@@ -67,6 +67,8 @@ class Router:
         self.latency = LatencyBook()
         self._clock = clock
         self.set_mode = config.router.default_mode
+        # Called after `choose_mode` changed the set mode (the D-Bus front signals it).
+        self.on_mode_change: Callable[[], None] = lambda: None
         self._rng = rng or random.Random()
         self._thermal_of: SystemSnapshot | None = None
         enabled = [b for b in pool if b.config.enabled]
@@ -88,9 +90,11 @@ class Router:
         return None if self.config.router.power_aware else _without_power(mode)
 
     def choose_mode(self, mode: EfficiencyMode) -> None:
-        if mode != self.set_mode:
-            log.info("efficiency mode set to %s (was %s)", mode.value, self.set_mode.value)
+        if mode == self.set_mode:
+            return
+        log.info("efficiency mode set to %s (was %s)", mode.value, self.set_mode.value)
         self.set_mode = mode
+        self.on_mode_change()
 
     def decide(self, request: RouteRequest) -> RoutingDecision:
         mode, _ = self.effective_mode()
