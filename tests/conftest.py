@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -14,6 +15,13 @@ from ollama_proxy.config.load import validate
 from ollama_proxy.sim import SimConfig, SimServer
 
 DEFAULT_MODELS = ["llama3.2", "qwen3:4b", "nomic-embed-text"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Proxies under test join a session bus by default (desktop.dbus: auto). On a developer's desktop
+    # that would be the real one, where they would queue behind a running proxy for its name: the D-Bus
+    # and GNOME Shell tests start buses of their own and name them to the proxy explicitly.
+    os.environ.pop("DBUS_SESSION_BUS_ADDRESS", None)
 
 
 @pytest.fixture
