@@ -7,7 +7,8 @@ one learned (backends whose settings did not change keep their connections, brea
 models; latency estimates, calibrations and tokenizers carry over), the fronts switch to it for new
 requests, and the old set is retired once the requests still using it are done, so in-flight requests
 finish on the settings they started with. `server` and `system` settings (listen addresses, keys,
-limits, sensors) need a restart: a reload that changes them says so and leaves them as they are.
+limits, sensors) and `desktop.dbus` need a restart: a reload that changes them says so and leaves them
+as they are.
 """
 
 from __future__ import annotations
@@ -103,7 +104,12 @@ class Reloader:
                 log.error("configuration not reloaded, the running one stays: %s", exc)
                 raise BadRequest(f"configuration not reloaded, the running one stays: {exc}") from exc
             restart = [name for name in _RESTART_ONLY if getattr(loaded, name) != getattr(old.config, name)]
-            config = loaded.model_copy(update={name: getattr(old.config, name) for name in _RESTART_ONLY})
+            kept = {name: getattr(old.config, name) for name in _RESTART_ONLY}
+            # Joining or leaving the session bus happens at start; the rest of `desktop` applies now.
+            if loaded.desktop.dbus != old.config.desktop.dbus:
+                restart.append("desktop.dbus")
+                kept["desktop"] = loaded.desktop.model_copy(update={"dbus": old.config.desktop.dbus})
+            config = loaded.model_copy(update=kept)
             fresh = build_services(config, self._seams, old)
             await fresh.pool.start()
             self._switch(fresh)

@@ -122,6 +122,9 @@ async def test_listen_settings_need_a_restart_and_keys_guard_the_reload(reloadab
     proxy.write({"backends": [backend("a", sim)], "server": {"http_port": 12345}})
     status, answer = await proxy.reload()
     assert status == 200 and answer["restart_needed"] == ["server"]
+    proxy.write({"backends": [backend("a", sim)], "desktop": {"dbus": "off", "notifications": False}})
+    status, answer = await proxy.reload()
+    assert status == 200 and answer["restart_needed"] == ["desktop.dbus"]
 
     keyed = await reloadable({"backends": [backend("a", sim)], "server": {"api_keys": ["k1"]}})
     async with aiohttp.ClientSession() as session:
