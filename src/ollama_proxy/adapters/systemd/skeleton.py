@@ -17,6 +17,10 @@ router:
   default_mode: balanced   # performance | balanced | efficiency | quiet | auto | ultra-efficiency
   # default_backend: local # with several backends: where pull, push, create, copy, delete go
 
+desktop:
+  dbus: auto               # auto | on | off: the D-Bus front the GNOME "AI Efficiency" toggle talks to
+  notifications: true      # a desktop notification when auto mode switches or the machine gets hot
+
 backends:
   - id: local
     endpoint: "http://127.0.0.1:11434"   # the Ollama on this machine
