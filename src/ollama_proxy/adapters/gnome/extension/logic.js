@@ -8,6 +8,9 @@ const OBJECT_PATH = '/ie/fio/OllamaProxy';
 const EFFICIENCY = 'ie.fio.OllamaProxy.Efficiency';
 const ROUTING = 'ie.fio.OllamaProxy.Routing';
 const NOT_RUNNING = 'Proxy not running';
+const BALANCED = 'balanced';
+// What a click on the toggle switches to from balanced before any other mode was seen.
+const FIRST_OTHER = 'efficiency';
 
 function call(connection, iface, method, params, replyType) {
     return new Promise((resolve, reject) => {
@@ -34,13 +37,17 @@ function makeController(view, log) {
     let watchId = 0;
     let subscriptions = [];
     let state = {mode: '', effective: '', backend: ''};
+    // The toggle switches between balanced and this, as Shell's Power Mode toggle does with its last profile.
+    let lastOther = FIRST_OTHER;
 
     function render() {
         const mode = state.effective && state.effective !== state.mode
             ? `${state.mode} → ${state.effective}` : state.mode;
         const text = state.backend ? `${mode} · ${state.backend}` : mode;
         // Checked means "not the default": any mode but balanced changes how the proxy routes.
-        view.showState(text, state.mode !== 'balanced');
+        if (state.mode && state.mode !== BALANCED)
+            lastOther = state.mode;
+        view.showState(text, state.mode !== BALANCED);
     }
 
     function report(error) {
@@ -110,6 +117,9 @@ function makeController(view, log) {
                 Gio.bus_unwatch_name(watchId);
             watchId = 0;
             connection = null;
+        },
+        toggle() {
+            return this.setMode(state.mode === BALANCED ? lastOther : BALANCED);
         },
         setMode(mode) {
             if (!connection) {

@@ -16,6 +16,9 @@ class EfficiencyToggle extends QuickSettings.QuickMenuToggle {
         this.menu.addMenuItem(this._modes);
         this._items = new Map();
         this.onChoose = () => {};
+        this.onToggle = () => {};
+        // toggleMode is off: checked follows the proxy's mode, and a click asks the proxy for the other one.
+        this.connect('clicked', () => this.onToggle());
     }
 
     showModes(modes, current) {
@@ -36,7 +39,6 @@ class EfficiencyToggle extends QuickSettings.QuickMenuToggle {
     showState(text, checked) {
         this.menu.setHeader(ICON, TITLE, text);
         this.checked = checked;
-        this.reactive = true;
     }
 
     showAbsent(text) {

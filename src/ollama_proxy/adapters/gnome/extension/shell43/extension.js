@@ -32,6 +32,7 @@ class Extension {
         }
         this._controller = loadShared('logic.js', ['Gio', 'GLib'], [Gio, GLib])(this._indicator.toggle, log);
         this._indicator.toggle.onChoose = mode => this._controller.setMode(mode);
+        this._indicator.toggle.onToggle = () => this._controller.toggle();
         this._controller.start();
     }
 

@@ -25,6 +25,7 @@ export default class AiEfficiencyExtension extends Extension {
         this._controller = loadShared(this.path, 'logic.js', ['Gio', 'GLib'], [Gio, GLib])(
             this._indicator.toggle, message => console.log(message));
         this._indicator.toggle.onChoose = mode => this._controller.setMode(mode);
+        this._indicator.toggle.onToggle = () => this._controller.toggle();
         this._controller.start();
     }
 
