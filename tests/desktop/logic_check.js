@@ -11,7 +11,7 @@ const view = {
             seen.modes = modes;
         seen.current = current;
     },
-    showState: (text, checked) => seen.states.push([text, checked]),
+    showState: (text, checked, icon) => seen.states.push([text, checked, icon]),
 };
 const controller = makeController(view, print);
 const steps = [

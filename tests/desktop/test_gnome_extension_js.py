@@ -62,5 +62,7 @@ async def test_logic_follows_and_sets_the_mode_of_the_real_proxy(tmp_path: Path)
         # No request routed yet, so no backend in the text. Each change shows once or more (ModeChanged, then
         # PropertiesChanged): quiet, then the toggle's two clicks, to balanced and back to the last other mode.
         changes = [state for i, state in enumerate(seen["states"]) if i == 0 or state != seen["states"][i - 1]]
-        assert changes == [["balanced", False], ["quiet", True], ["balanced", False], ["quiet", True]]
+        balanced, saver = "power-profile-balanced-symbolic", "power-profile-power-saver-symbolic"
+        assert changes == [["balanced", False, balanced], ["quiet", True, saver], ["balanced", False, balanced],
+                           ["quiet", True, saver]]
         assert (await efficiency(url))["mode"] == "quiet"

@@ -161,7 +161,7 @@ async def test_toggle_sets_the_mode_of_the_real_proxy(tmp_path: Path, processes:
         await proxy_takes(CHOSEN)
         # ModeChanged came back from the proxy: the toggle follows the proxy, not its own click.
         after = await toggle.until(lambda t: t["checked"] and t["dotted"] == [CHOSEN], "the toggle to follow")
-        assert mode_in(after) == CHOSEN
+        assert (mode_in(after), after["icon"]) == (CHOSEN, "power-profile-power-saver-symbolic")
 
         # The backend in use comes from the proxy's Routing.LastBackend once a request was routed.
         await post(url, "/api/chat", {"model": "llama3.2", "stream": False,

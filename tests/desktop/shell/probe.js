@@ -62,6 +62,7 @@
                 shown: shownText(label),
                 visible: found.visible && label.mapped,
                 checked: found.checked,
+                icon: found.iconName,
                 // The popup drops clicks until its opening transition has completed (a later frame, even unanimated).
                 quickSettingsOpen: quickSettings.menu.isOpen && !quickSettings.menu._boxPointer._muteInput,
                 menuOpen: found.menu.isOpen,

@@ -11,6 +11,12 @@ const NOT_RUNNING = 'Proxy not running';
 const BALANCED = 'balanced';
 // What a click on the toggle switches to from balanced before any other mode was seen.
 const FIRST_OTHER = 'efficiency';
+// GNOME's own power-profile icons, so the panel reads like the Power Mode indicator: the mode in force
+// decides (what auto resolved to); every saving mode shows the power-saver leaf.
+const ICON_BALANCED = 'power-profile-balanced-symbolic';
+const ICONS = {performance: 'power-profile-performance-symbolic', balanced: ICON_BALANCED,
+    efficiency: 'power-profile-power-saver-symbolic', quiet: 'power-profile-power-saver-symbolic',
+    'ultra-efficiency': 'power-profile-power-saver-symbolic'};
 
 function call(connection, iface, method, params, replyType) {
     return new Promise((resolve, reject) => {
@@ -31,7 +37,8 @@ function getProperty(connection, iface, name) {
         new GLib.Variant('(ss)', [iface, name]), '(v)').then(([value]) => value.deepUnpack());
 }
 
-// view: {showModes(modes, current), showState(text, checked), showAbsent(text)}; nothing here throws into the shell.
+// view: {showModes(modes, current), showState(text, checked, icon), showAbsent(text, icon)}; nothing here throws
+// into the shell.
 function makeController(view, log) {
     let connection = null;
     let watchId = 0;
@@ -47,7 +54,7 @@ function makeController(view, log) {
         // Checked means "not the default": any mode but balanced changes how the proxy routes.
         if (state.mode && state.mode !== BALANCED)
             lastOther = state.mode;
-        view.showState(text, state.mode !== BALANCED);
+        view.showState(text, state.mode !== BALANCED, ICONS[state.effective || state.mode] ?? ICON_BALANCED);
     }
 
     function report(error) {
@@ -102,12 +109,12 @@ function makeController(view, log) {
         unsubscribe();
         connection = null;
         state = {mode: '', effective: '', backend: ''};
-        view.showAbsent(NOT_RUNNING);
+        view.showAbsent(NOT_RUNNING, ICON_BALANCED);
     }
 
     return {
         start() {
-            view.showAbsent(NOT_RUNNING);
+            view.showAbsent(NOT_RUNNING, ICON_BALANCED);
             watchId = Gio.bus_watch_name(Gio.BusType.SESSION, BUS_NAME, Gio.BusNameWatcherFlags.NONE,
                 conn => appeared(conn), () => vanished());
         },
@@ -123,7 +130,7 @@ function makeController(view, log) {
         },
         setMode(mode) {
             if (!connection) {
-                view.showAbsent(NOT_RUNNING);
+                view.showAbsent(NOT_RUNNING, ICON_BALANCED);
                 return Promise.resolve(false);
             }
             return call(connection, EFFICIENCY, 'SetMode', new GLib.Variant('(s)', [mode]), '(b)')

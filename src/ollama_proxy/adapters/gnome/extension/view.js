@@ -3,7 +3,7 @@
 'use strict';
 
 const TITLE = 'AI Efficiency';
-const ICON = 'power-profile-balanced-symbolic';
+const ICON = 'power-profile-balanced-symbolic';  // until the controller names the mode's icon
 // 43 names the toggle's text `label`, 44 renamed it `title`.
 const TEXT_PROPERTY = 'title' in QuickSettings.QuickToggle.prototype ? 'title' : 'label';
 
@@ -36,15 +36,17 @@ class EfficiencyToggle extends QuickSettings.QuickMenuToggle {
             item.setOrnament(mode === current ? PopupMenu.Ornament.DOT : PopupMenu.Ornament.NONE);
     }
 
-    showState(text, checked) {
-        this.menu.setHeader(ICON, TITLE, text);
+    showState(text, checked, icon) {
+        this.iconName = icon;
+        this.menu.setHeader(icon, TITLE, text);
         this.checked = checked;
     }
 
-    showAbsent(text) {
+    showAbsent(text, icon) {
         this._modes.removeAll();
         this._items.clear();
-        this.menu.setHeader(ICON, TITLE, text);
+        this.iconName = icon;
+        this.menu.setHeader(icon, TITLE, text);
         this.checked = false;
     }
 });
@@ -54,8 +56,9 @@ class EfficiencyIndicator extends QuickSettings.SystemIndicator {
     _init() {
         super._init();
         this._indicator = this._addIndicator();
-        this._indicator.iconName = ICON;
         this.toggle = new EfficiencyToggle();
+        // The panel icon is the toggle's: one place decides it.
+        this.toggle.bind_property('icon-name', this._indicator, 'icon-name', GObject.BindingFlags.SYNC_CREATE);
         this.quickSettingsItems.push(this.toggle);
     }
 });
