@@ -104,12 +104,12 @@ class Reloader:
                 log.error("configuration not reloaded, the running one stays: %s", exc)
                 raise BadRequest(f"configuration not reloaded, the running one stays: {exc}") from exc
             restart = [name for name in _RESTART_ONLY if getattr(loaded, name) != getattr(old.config, name)]
-            kept = {name: getattr(old.config, name) for name in _RESTART_ONLY}
+            unchanged: dict[str, Any] = {name: getattr(old.config, name) for name in _RESTART_ONLY}
             # Joining or leaving the session bus happens at start; the rest of `desktop` applies now.
             if loaded.desktop.dbus != old.config.desktop.dbus:
                 restart.append("desktop.dbus")
-                kept["desktop"] = loaded.desktop.model_copy(update={"dbus": old.config.desktop.dbus})
-            config = loaded.model_copy(update=kept)
+                unchanged["desktop"] = loaded.desktop.model_copy(update={"dbus": old.config.desktop.dbus})
+            config = loaded.model_copy(update=unchanged)
             fresh = build_services(config, self._seams, old)
             await fresh.pool.start()
             self._switch(fresh)
