@@ -78,7 +78,7 @@ def sizing_part() -> Decision:
     async def decide() -> object:
         sizing = await context.count(MODEL, CHAT, pool.holder_of(MODEL))
         context.required(sizing, Operation.CHAT, CHAT)
-        decision = await context.size(sizing, backend, Operation.CHAT, dict(CHAT), None)
+        decision = await context.size(sizing, backend, dict(CHAT), None)
         context.observe(sizing, FINAL, backend)
         return decision
 

@@ -83,7 +83,9 @@ async def test_latency_critical_goes_to_the_fastest_by_learned_latency_and_elsew
         return sum((await fleet.backend_status("nvidia"))["queue"].values()) >= 6
 
     await fleet.wait_for(queued, "six requests queued behind nvidia")
-    _, out, _ = await chat(fleet.url, {"X-Latency-Critical": "true"})
+    # A one-token reply: the simulators report generation speeds unscaled (time_scale does not touch
+    # eval_duration), so a longer reply would weigh five times what it takes here.
+    _, out, _ = await _post(fleet.url, "/api/chat", _chat_asking(1), {"X-Latency-Critical": "true"})
     assert out["X-Backend-Used"] == "igpu", out["X-Routing-Reason"]
     await asyncio.gather(*held)
 
@@ -193,3 +195,60 @@ async def test_an_explicit_target_at_a_critical_temperature_is_served_with_a_war
     assert (status, out["X-Backend-Used"]) == (200, "nvidia")
     assert out["X-Routing-Warning"].startswith("nvidia is at a critical temperature (")
     assert await fleet.served() == {**only(await fleet.served(), "nvidia"), "igpu": 1}
+
+
+# 7. The estimate counts generating the expected reply at each backend's learned speed.
+
+def _chat_asking(num_predict: int) -> dict[str, Any]:
+    return {"model": "llama3.2", "stream": False, "messages": [{"role": "user", "content": "tell me a story"}],
+            "options": {"num_predict": num_predict}}
+
+
+async def test_a_long_expected_reply_goes_to_the_best_throughput(fleet_factory: Callable[..., Any]) -> None:
+    # Instant simulators: every first token takes the same few milliseconds; the reported speeds
+    # (Ollama's eval_count / eval_duration) are the profiles': npu 15, igpu 30, nvidia 90, cpu 8 tokens/s.
+    fleet = await fleet_factory()
+    for backend in LAPTOP:
+        for _ in range(2):  # the first one loads (at the context the long budget needs), the second is learned
+            status, _, _ = await _post(fleet.url, "/api/chat", _chat_asking(2000), {"X-Target-Backend": backend})
+            assert status == 200
+    speeds = {b: (await fleet.backend_status(b))["learned_latency"]["llama3.2:latest"]["tokens_per_s"]
+              for b in LAPTOP}
+    assert speeds == {"npu": 15, "igpu": 30, "nvidia": 90, "cpu": 8}
+    for _ in range(4):
+        _, out, _ = await _post(fleet.url, "/api/chat", _chat_asking(2000), {"X-Latency-Critical": "true"})
+        assert out["X-Backend-Used"] == "nvidia", out["X-Routing-Reason"]
+        assert out["X-Routing-Reason"].startswith("latency-critical; nvidia est. ")
+        assert int(out["X-Estimated-Latency-Ms"]) >= 2000 * 1000 // 90  # the reply's generation, not just its start
+    # When nvidia's first token comes late, a one-token reply is answered sooner elsewhere; a long one still is not.
+    await fleet.fault("nvidia", mode="slow", delay_s=0.6, count=4, paths=["/api/chat"])
+    for _ in range(4):
+        await _post(fleet.url, "/api/chat", _chat_asking(2000), {"X-Target-Backend": "nvidia"})
+    _, out, _ = await _post(fleet.url, "/api/chat", _chat_asking(1), {"X-Latency-Critical": "true"})
+    assert out["X-Backend-Used"] == "igpu", out["X-Routing-Reason"]
+    await _mode(fleet, "performance")
+    _, out, _ = await _post(fleet.url, "/api/chat", _chat_asking(2000))
+    assert out["X-Backend-Used"] == "nvidia", out["X-Routing-Reason"]
+    assert out["X-Routing-Reason"].startswith("mode-performance; nvidia est. ")
+
+
+async def test_embeddings_do_not_teach_where_chat_goes_nor_chats_where_embeddings_go(
+        fleet_factory: Callable[..., Any]) -> None:
+    fleet = await fleet_factory()
+    embed = {"model": "llama3.2", "input": "a sentence to embed"}
+    for _ in range(4):  # embedding with the chat model on the cpu: milliseconds each, the first one loads
+        status, _, _ = await _post(fleet.url, "/api/embed", embed, {"X-Target-Backend": "cpu"})
+        assert status == 200
+    assert "llama3.2:latest" in (await fleet.backend_status("cpu"))["learned_latency"]
+    # A chat is still estimated by the configured guesses: nvidia's 120 ms plus a load beats the cpu's 1500 ms.
+    _, out, _ = await chat(fleet.url, {"X-Latency-Critical": "true"})
+    assert out["X-Backend-Used"] == "nvidia", out["X-Routing-Reason"]
+    _, out, _ = await chat(fleet.url, {"X-Target-Backend": "cpu"})
+    assert out["X-Estimated-Latency-Ms"] == "1500"  # its configured avg_latency_ms, not the embeddings' few ms
+    # The other way round: chats learned on the igpu say nothing of how fast it embeds.
+    for _ in range(4):
+        status, _, _ = await chat(fleet.url, {"X-Target-Backend": "igpu"})
+        assert status == 200
+    assert (await fleet.backend_status("igpu"))["learned_latency"]["llama3.2:latest"]["tokens_per_s"] == 30
+    status, out, _ = await _post(fleet.url, "/api/embed", embed, {"X-Target-Backend": "igpu"})
+    assert (status, out["X-Estimated-Latency-Ms"]) == (200, "400")  # its configured guess, not the chats' few ms

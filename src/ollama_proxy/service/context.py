@@ -18,7 +18,7 @@ from ollama_proxy.config.schema import ContextConfig
 from ollama_proxy.core.context.calibration import Calibrator, Truncation, judge_truncation
 from ollama_proxy.core.context.counting import CachedCounter, PromptCount, count_prompt, prompt_parts
 from ollama_proxy.core.context.model_facts import trained_context_length
-from ollama_proxy.core.context.sizing import SizeDecision, choose_num_ctx, reply_tokens
+from ollama_proxy.core.context.sizing import SizeDecision, choose_num_ctx, reply_tokens, required_tokens
 from ollama_proxy.core.context.tokenizer import TokenizerUnavailable, build_tokenizer
 from ollama_proxy.core.lru import LruCache
 from ollama_proxy.core.ollama_api import canonical_model
@@ -36,14 +36,18 @@ _MAX_TOKENIZERS = 8
 # About 5,000 tokens, 15 ms of encoding on two cores: more than that is counted off the event loop.
 _OFF_LOOP_CHARS = 20_000
 _EMBEDDINGS = frozenset({Operation.EMBED, Operation.EMBEDDINGS})
+_UNKNOWN: Any = object()  # no /api/show asked yet (None: asked, and it did not say)
 
 
 @dataclass(slots=True)
 class Sizing:
-    """One request's count and the size chosen for it; kept on the exchange to check the answer."""
+    """One request's count, the reply budget and tokens it needs (`ContextService.required`, before
+    routing) and the size chosen for it; kept on the exchange to check the answer."""
 
     model: str
     count: PromptCount
+    reply: int | None = None
+    required: int | None = None
     decision: SizeDecision | None = None
 
 
@@ -90,21 +94,24 @@ class ContextService:
         return Sizing(key, count)
 
     def required(self, sizing: Sizing, operation: Operation, body: dict[str, Any]) -> int:
-        """Tokens the request needs, before any backend is chosen (routing prefers one that fits)."""
-        return choose_num_ctx(self.config, input_tokens=sizing.count.tokens, reply=self._reply(operation, body),
-                              count_method=sizing.count.method).required
+        """Tokens the request needs, before any backend is chosen (routing prefers one that fits);
+        kept on `sizing` with the reply budget, for `size`."""
+        sizing.reply = reply = self.reply_budget(operation, body)
+        sizing.required = required = required_tokens(self.config, sizing.count.tokens, reply)
+        return required
 
     @staticmethod
-    def _reply(operation: Operation, body: dict[str, Any]) -> int | None:
+    def reply_budget(operation: Operation, body: dict[str, Any]) -> int | None:
+        """The reply length the request asks for (None: it leaves it open); an embedding has none."""
         return 0 if operation in _EMBEDDINGS else reply_tokens(body)
 
-    async def size(self, sizing: Sizing, backend: Backend, operation: Operation, body: dict[str, Any],
-                   forced: int | None) -> SizeDecision:
-        """Choose `num_ctx` for this backend and write it into `body["options"]`."""
-        model_max = await self._model_max(backend, sizing.model)
+    async def size(self, sizing: Sizing, backend: Backend, body: dict[str, Any], forced: int | None) -> SizeDecision:
+        """Choose `num_ctx` for this backend and write it into `body["options"]` (after `required`)."""
+        model_max = self._trained_max.get((backend.id, sizing.model), _UNKNOWN)
+        if model_max is _UNKNOWN:
+            model_max = await self._model_max(backend, sizing.model)
         decision = choose_num_ctx(
-            self.config, input_tokens=sizing.count.tokens,
-            reply=self._reply(operation, body), count_method=sizing.count.method,
+            self.config, input_tokens=sizing.count.tokens, reply=sizing.reply, count_method=sizing.count.method,
             model_max=model_max, loaded_context=backend.loaded_context(sizing.model), forced_size=forced)
         options = body.get("options")
         body["options"] = {**options, "num_ctx": decision.num_ctx} if isinstance(options, dict) else \
@@ -117,8 +124,9 @@ class ContextService:
         if decision.exceeds_largest:
             log.warning("Request may exceed largest available context! model=%s backend=%s %s",
                         sizing.model, backend.id, decision.detail)
-        log.debug("num_ctx=%d for %s on %s: %s (%s)", decision.num_ctx, sizing.model, backend.id,
-                  decision.reason.value, decision.detail)
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("num_ctx=%d for %s on %s: %s (%s)", decision.num_ctx, sizing.model, backend.id,
+                      decision.reason.value, decision.detail)
         return decision
 
     def observe(self, sizing: Sizing, final: dict[str, Any], backend: Backend) -> Truncation | None:

@@ -32,6 +32,7 @@ from ollama_proxy.core.openai.reverse_requests import REVERSE_TRANSLATORS, is_lo
 from ollama_proxy.core.openai.reverse_responses import load_only_reply
 from ollama_proxy.core.operations import Dialect, Operation
 from ollama_proxy.core.routing.breaker import Outcome, classify_status
+from ollama_proxy.core.routing.latency import operation_kind
 from ollama_proxy.core.routing.select import fail_over
 from ollama_proxy.core.translation import NativeCall
 from ollama_proxy.core.translators import COUNTED_ONLY, TRANSLATORS
@@ -100,8 +101,10 @@ class Pipeline:
         translate = TRANSLATORS.get((call.dialect, op))
         native = translate(call.body) if translate is not None and call.body is not None else None
         sizing = await self._count(call, native)
-        required = self.context.required(sizing, op, native.body if native else call.body or {}) if sizing else None
-        route = replace(call.hints, model=_routing_model(call), context_tokens=required)
+        asked = native.body if native else call.body or {}
+        required = self.context.required(sizing, op, asked) if sizing else None
+        route = replace(call.hints, model=_routing_model(call), context_tokens=required, kind=operation_kind(op),
+                        reply_tokens=sizing.reply if sizing else self.context.reply_budget(op, asked))
         if route.target is None and op.management and self._management_default:
             route = replace(route, target=self._management_default)
         decision = self.router.decide(route)
@@ -223,7 +226,7 @@ class Pipeline:
             relay = partial(relays.translated, translation=native.translation)
         if sizing is not None and backend.is_ollama and body is not None:
             body = dict(body)
-            record.sizing = await self.context.size(sizing, backend, op, body, call.fixed_size)
+            record.sizing = await self.context.size(sizing, backend, body, call.fixed_size)
         if call.upload is not None:
             return path, call.upload, relay
         if body is call.body and call.raw_body is not None:

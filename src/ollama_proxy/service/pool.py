@@ -32,32 +32,19 @@ log = logging.getLogger("ollama_proxy.backends")
 CONTROL_TIMEOUT_S = 5.0
 
 
-class _RoutingFact:
-    """A `Backend` attribute the router caches: setting it to a different value calls the backend's
-    `on_change`, so the router rebuilds its columns then and only then (see `service/router.py`)."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._name = f"_{name}"
-
-    def __get__(self, backend: Backend | None, owner: type | None = None) -> Any:
-        return self if backend is None else getattr(backend, self._name)
-
-    def __set__(self, backend: Backend, value: Any) -> None:
-        changed = getattr(backend, self._name, _UNSET) != value
-        setattr(backend, self._name, value)
-        if changed:
-            backend.on_change()
-
-
+# The `Backend` attributes the router caches: setting one to a different value calls the backend's
+# `on_change`, so the router rebuilds its columns then and only then (see `service/router.py`).
+# Caught in `__setattr__`, not with descriptors: they are read on every request and written rarely.
+_ROUTING_FACTS = frozenset({"reachable", "models", "loaded"})
 _UNSET = object()
 
 
 class Backend:
     """One configured server and the live facts about it."""
 
-    reachable = _RoutingFact()  # bool | None: None until the first health check answered
-    models = _RoutingFact()  # set[str] | None: canonical names; None until discovered
-    loaded = _RoutingFact()  # dict[str, int]: canonical model -> context_length from /api/ps
+    reachable: bool | None  # None until the first health check answered
+    models: set[str] | None  # canonical names; None until discovered
+    loaded: dict[str, int]  # canonical model -> context_length from /api/ps
 
     def __init__(self, config: BackendConfig, router: RouterConfig, client: BackendClient, *,
                  clock: Callable[[], float] = time.monotonic, on_change: Callable[[], None] = lambda: None,
@@ -84,6 +71,12 @@ class Backend:
         self._ps_refresh: asyncio.Task[None] | None = None
         self._models_refresh: asyncio.Task[None] | None = None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        changed = name in _ROUTING_FACTS and self.__dict__.get(name, _UNSET) != value
+        object.__setattr__(self, name, value)
+        if changed:
+            self.on_change()
+
     @property
     def is_ollama(self) -> bool:
         return self.config.type == "ollama"
@@ -98,8 +91,7 @@ class Backend:
         return self.digests.get(canonical_model(model))
 
     def loaded_context(self, model: str) -> int | None:
-        loaded: dict[str, int] = self.loaded
-        return loaded.get(canonical_model(model))
+        return self.loaded.get(canonical_model(model))
 
     async def check_health(self) -> bool:
         path = "/api/version" if self.is_ollama else "/v1/models"
@@ -179,6 +171,8 @@ class BackendPool:
         self._clock = clock
         # Bumped whenever any backend's routing facts change: the router's cache key.
         self.revision = 0
+        self._holders: dict[str, Backend | None] = {}
+        self._holders_revision = 0
         # In flight and queued per backend, in pool order, kept by the admission queues themselves.
         self.load_board = LoadBoard(len(backends))
         kept = previous.backends if previous is not None and previous.router == router else {}
@@ -209,8 +203,16 @@ class BackendPool:
         return self.backends.get(backend_id)
 
     def holder_of(self, model: str) -> Backend | None:
-        """A backend known to have `model` (the source of its tokenizer), if any."""
-        return next((b for b in self if b.has_model(model)), None)
+        """A backend known to have `model` (the source of its tokenizer), if any; asked on every
+        sized request, so the answer is kept until a model list changes."""
+        if self._holders_revision != self.revision:
+            self._holders.clear()
+            self._holders_revision = self.revision
+        try:
+            return self._holders[model]
+        except KeyError:
+            holder = self._holders[model] = next((b for b in self if b.has_model(model)), None)
+            return holder
 
     async def start(self) -> None:
         for backend in self:
@@ -262,8 +264,11 @@ class BackendPool:
     def assume_loaded(self, backend: Backend, model: str, context_length: int) -> None:
         """A request was just sent that makes Ollama load (or keep) `model` at this size: remember it now,
         so the next request reuses it even before /api/ps is read again."""
-        # Assigned, not mutated in place: the router caches residency and notices only assignments.
-        backend.loaded = {**backend.loaded, canonical_model(model): context_length}
+        key = canonical_model(model)
+        loaded = backend.loaded
+        if loaded.get(key) != context_length:
+            # Assigned, not mutated in place: the router caches residency and notices only assignments.
+            backend.loaded = {**loaded, key: context_length}
 
     def apply_ps(self, backend: Backend, ps: Any) -> None:
         backend.apply_ps(ps)

@@ -30,7 +30,7 @@ from ollama_proxy.core.operations import Operation
 from ollama_proxy.core.routing.fleet import ELIGIBLE, Fleet, Load
 from ollama_proxy.core.routing.latency import LOAD_NOTICEABLE_MS, LatencyBook, sample_kind
 from ollama_proxy.core.routing.select import RoutingDecision, select
-from ollama_proxy.core.routing.state import BackendView, BreakerState, RouteRequest, ThermalState
+from ollama_proxy.core.routing.state import BackendView, BreakerState, RouteRequest, SampleKind, ThermalState
 from ollama_proxy.core.routing.weights import Weights, weights_for
 from ollama_proxy.core.system.efficiency import AutoState, effective_mode
 from ollama_proxy.core.system.telemetry import SystemSnapshot
@@ -163,7 +163,9 @@ class Router:
             healthy=backend.reachable is not False, breaker=backend.breaker.routing_state(now),
             models=frozenset(backend.models) if backend.models is not None else None,
             loaded=backend.loaded, in_flight=queue.in_flight, queued=queue.depth_by_level(),
-            latency=self.latency.for_backend(backend.id), load_ms=self.latency.loads_for(backend.id),
+            latency=self.latency.for_backend(backend.id),
+            embedding_latency=self.latency.for_backend(backend.id, SampleKind.EMBEDDING),
+            load_ms=self.latency.loads_for(backend.id),
             thermal=self.thermal(backend),
         )
 
@@ -179,13 +181,15 @@ class Router:
             if load_ms >= LOAD_NOTICEABLE_MS and operation.runs_model:
                 self.latency.observe_load(backend.id, model, load_ms)
             return
-        tokens_per_s = None
+        tokens_per_s = reply_tokens = None
         if final:
             eval_count, eval_ns = final.get("eval_count"), final.get("eval_duration")
-            if isinstance(eval_count, int) and isinstance(eval_ns, int) and eval_ns > 0:
-                tokens_per_s = eval_count / eval_ns * 1e9
+            if isinstance(eval_count, int):
+                reply_tokens = eval_count
+                if isinstance(eval_ns, int) and eval_ns > 0:
+                    tokens_per_s = eval_count / eval_ns * 1e9
         self.latency.observe(backend.id, model, ttft_ms=ttft_ms, total_ms=total_ms, tokens_per_s=tokens_per_s,
-                             load_ms=load_ms, kind=kind)
+                             load_ms=load_ms, kind=kind, reply_tokens=reply_tokens)
 
     def backends_status(self) -> list[dict[str, Any]]:
         now = self._clock()
@@ -202,7 +206,8 @@ class Router:
                 "learned_latency": {m: {"ttft_ms": round(s.ttft_ms, 1), "tokens_per_s":
                                         round(s.tokens_per_s, 1) if s.tokens_per_s else None,
                                         "samples": s.samples}
-                                    for m, s in self.latency.for_backend(backend.id).items()},
+                                    for m, s in {**self.latency.for_backend(backend.id, SampleKind.EMBEDDING),
+                                                 **self.latency.for_backend(backend.id)}.items()},
                 "learned_load_ms": {m: round(ms, 1) for m, ms in self.latency.loads_for(backend.id).items()},
                 "thermal": {"level": thermal.level.value, "temp_c": thermal.temp_c, "reason": thermal.reason},
             })

@@ -15,7 +15,7 @@ from ollama_proxy.core.admission import Priority
 from ollama_proxy.core.modes import POLICIES, EfficiencyMode
 from ollama_proxy.core.routing import explain
 from ollama_proxy.core.routing.fleet import ELIGIBLE, NO_MODEL, NOT_REPORTED, OVER_LATENCY, OVER_POWER, POWER_CAP
-from ollama_proxy.core.routing.latency import default_service_ms, estimate_latency_ms, queue_wait
+from ollama_proxy.core.routing.latency import default_service_ms, estimate_latency_ms, expected_reply_tokens, queue_wait
 from ollama_proxy.core.routing.select import (
     TIE_MARGIN,
     BackendScore,
@@ -28,6 +28,7 @@ from ollama_proxy.core.routing.state import (
     BreakerState,
     LatencyStats,
     RouteRequest,
+    SampleKind,
     ThermalLevel,
     ThermalState,
 )
@@ -63,8 +64,10 @@ def reference_select(request: RouteRequest, backends: Sequence[BackendView], mod
             continue
         if model is not None and b.has_model(model) is not False:
             nowhere = False
-        estimate = estimate_latency_ms(b, model, request.priority, request.context_tokens)
-        stats = b.latency.get(model) if model is not None else None
+        estimate = estimate_latency_ms(b, model, request.priority, request.context_tokens, request.kind,
+                                       expected_reply_tokens(request.reply_tokens, None))
+        learned = b.latency if request.kind is SampleKind.GENERATION else b.embedding_latency
+        stats = learned.get(model) if model is not None else None
         service = stats.service_ms if stats is not None else default_service_ms(b.avg_latency_ms)
         waits[b.id] = float(queue_wait(service, b.in_flight + sum(b.queued[request.priority:]), b.max_concurrent))
         first_token[b.id] = (stats.ttft_ms if stats is not None else b.avg_latency_ms) + waits[b.id]
@@ -182,8 +185,9 @@ def _reference_score(b: BackendView, request: RouteRequest, first_token_ms: floa
 def _random_view(rng: random.Random, i: int) -> BackendView:
     models = None if rng.random() < 0.15 else frozenset(rng.sample(MODELS, rng.randrange(0, 4)))
     loaded = {m: rng.choice([None, 2048, 4096, 8192, 32768]) for m in rng.sample(MODELS, rng.randrange(0, 3))}
-    latency = {m: LatencyStats(rng.uniform(20, 3000), None, rng.uniform(100, 20000), 3)
-               for m in rng.sample(MODELS, rng.randrange(0, 3))}
+    latency, embedding = ({m: LatencyStats(rng.uniform(20, 3000), rng.choice([None, rng.uniform(5, 120)]),
+                                           rng.uniform(100, 20000), 3)
+                          for m in rng.sample(MODELS, rng.randrange(0, 3))} for _ in range(2))
     level = rng.choice([*ThermalLevel, ThermalLevel.COOL, ThermalLevel.COOL])
     return BackendView(
         f"b{i}", hardware=rng.choice([*_QUIET, "tpu"]), enabled=rng.random() > 0.1,
@@ -193,7 +197,7 @@ def _random_view(rng: random.Random, i: int) -> BackendView:
         breaker=rng.choice([BreakerState.CLOSED] * 4 + [BreakerState.OPEN, BreakerState.HALF_OPEN]),
         models=models, loaded=loaded, in_flight=rng.randrange(0, 6),
         queued=rng.choice([(0, 0, 0, 0)] * 3 + [tuple(rng.randrange(0, 4) for _ in range(4))]),
-        latency=latency, thermal=ThermalState(level, None, rng.choice(["", "trip point"])),
+        latency=latency, embedding_latency=embedding, thermal=ThermalState(level, None, rng.choice(["", "trip point"])),
     )
 
 
@@ -212,6 +216,7 @@ def _random_request(rng: random.Random, views: list[BackendView]) -> RouteReques
         target = rng.choice([v.id for v in views] + ["nowhere"])
     return RouteRequest(
         model=rng.choice([None, *MODELS, "missing"]), context_tokens=rng.choice([None, 2048, 8192]),
+        kind=rng.choice(list(SampleKind)), reply_tokens=rng.choice([None, 0, 64, 2000]),
         target=target, latency_critical=rng.random() < 0.2, power_efficient=rng.random() < 0.2,
         max_latency_ms=rng.choice([None, None, rng.uniform(100, 5000)]),
         max_power_watts=rng.choice([None, None, rng.uniform(5, 100)]), priority=rng.choice(list(Priority)),

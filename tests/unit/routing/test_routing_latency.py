@@ -9,13 +9,15 @@ from ollama_proxy.core.admission import Priority
 from ollama_proxy.core.operations import Operation
 from ollama_proxy.core.routing.latency import (
     DEFAULT_LOAD_MS,
+    DEFAULT_REPLY_TOKENS,
     LatencyBook,
-    SampleKind,
     estimate_latency_ms,
+    expected_reply_tokens,
+    operation_kind,
     sample_kind,
     updated,
 )
-from ollama_proxy.core.routing.state import BackendView, LatencyStats
+from ollama_proxy.core.routing.state import BackendView, LatencyStats, SampleKind
 
 
 def test_first_observation_is_taken_as_is() -> None:
@@ -105,10 +107,60 @@ def test_embeddings_are_learned_apart_from_generation() -> None:
     assert book.get("gpu", "m").ttft_ms == 900  # type: ignore[union-attr]
     assert book.get("gpu", "m", SampleKind.EMBEDDING).ttft_ms == 5  # type: ignore[union-attr]
     assert book.for_backend("gpu")["m:latest"].ttft_ms == 900
+    assert book.for_backend("gpu", SampleKind.EMBEDDING)["m:latest"].ttft_ms == 5
     assert book.column(["gpu"], "m:latest")[0].ttft_ms == 900  # type: ignore[union-attr]
-    # A model only ever embedded is routed by its embedding times.
+    assert book.column(["gpu"], "m:latest", SampleKind.EMBEDDING)[0].ttft_ms == 5  # type: ignore[union-attr]
+    # Neither kind stands in for the other: a model only ever embedded has no chat estimate yet.
     book.observe("gpu", "nomic", ttft_ms=7, total_ms=7, kind=SampleKind.EMBEDDING)
-    assert book.column(["gpu"], "nomic:latest")[0].ttft_ms == 7  # type: ignore[union-attr]
+    assert book.column(["gpu"], "nomic:latest") == [None]
+    book.observe("gpu", "chatty", ttft_ms=300, total_ms=900)
+    assert book.column(["gpu"], "chatty:latest", SampleKind.EMBEDDING) == [None]
+
+
+@pytest.mark.parametrize(("operation", "kind"), [
+    (Operation.CHAT, SampleKind.GENERATION), (Operation.GENERATE, SampleKind.GENERATION),
+    (Operation.COMPLETION, SampleKind.GENERATION), (Operation.EMBED, SampleKind.EMBEDDING),
+    (Operation.EMBEDDINGS, SampleKind.EMBEDDING),
+])
+def test_a_call_is_estimated_by_its_own_kind_of_work(operation: Operation, kind: SampleKind) -> None:
+    assert operation_kind(operation) is kind
+
+
+def test_the_typical_reply_length_is_learned_per_model_from_generations_only() -> None:
+    book = LatencyBook(alpha=0.5)
+    assert book.typical_reply_tokens("m:latest") is None
+    book.observe("gpu", "m", ttft_ms=100, total_ms=900, tokens_per_s=40, reply_tokens=100)
+    book.observe("npu", "M:latest", ttft_ms=300, total_ms=3000, tokens_per_s=10, reply_tokens=300)
+    book.observe("gpu", "m", ttft_ms=5, total_ms=5, kind=SampleKind.EMBEDDING, reply_tokens=9999)
+    assert book.typical_reply_tokens("m:latest") == 200
+
+
+@pytest.mark.parametrize(("asked", "typical", "expected"), [
+    pytest.param(None, None, DEFAULT_REPLY_TOKENS, id="nothing-known-the-default"),
+    pytest.param(None, 42.5, 42.5, id="the-models-typical-length"),
+    pytest.param(512, 42.5, 512, id="the-request-says"),
+    pytest.param(0, 42.5, 0, id="asked-for-none"),
+])
+def test_the_expected_reply_length(asked: int | None, typical: float | None, expected: float) -> None:
+    assert expected_reply_tokens(asked, typical) == expected
+
+
+@pytest.mark.parametrize(("kind", "reply_tokens", "expected"), [
+    pytest.param(SampleKind.GENERATION, 100, 200 + 100 * 1000 / 50, id="generation-time-at-the-learned-speed"),
+    pytest.param(SampleKind.GENERATION, 0, 200, id="no-reply-no-generation-time"),
+    pytest.param(SampleKind.EMBEDDING, 100, 20, id="an-embedding-has-no-reply"),
+])
+def test_the_estimate_includes_generating_the_expected_reply(kind: SampleKind, reply_tokens: int,
+                                                             expected: float) -> None:
+    view = BackendView("gpu", latency={"m": LatencyStats(200, 50.0, 900, 3)},
+                       embedding_latency={"m": LatencyStats(20, None, 20, 3)}, loaded={"m": None})
+    assert estimate_latency_ms(view, "m:latest", kind=kind, reply_tokens=reply_tokens) == pytest.approx(expected)
+
+
+def test_no_generation_time_is_charged_where_the_speed_was_not_learned() -> None:
+    view = BackendView("gpu", avg_latency_ms=400, latency={"m": LatencyStats(200, None, 900, 3)}, loaded={"m": None})
+    assert estimate_latency_ms(view, "m:latest", reply_tokens=1000) == 200
+    assert estimate_latency_ms(view, "unseen:latest", reply_tokens=1000) == 400 + DEFAULT_LOAD_MS
 
 
 def test_learned_view_feeds_the_estimate() -> None:

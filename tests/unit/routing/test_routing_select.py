@@ -9,7 +9,7 @@ import pytest
 
 from ollama_proxy.core.admission import Priority
 from ollama_proxy.core.modes import EfficiencyMode
-from ollama_proxy.core.routing.latency import DEFAULT_LOAD_MS
+from ollama_proxy.core.routing.latency import DEFAULT_LOAD_MS, DEFAULT_REPLY_TOKENS
 from ollama_proxy.core.routing.select import fail_over, select_backend
 from ollama_proxy.core.routing.state import (
     BackendView,
@@ -173,8 +173,9 @@ def test_learned_latency_replaces_the_static_guess() -> None:
     decision = select_backend(RouteRequest(model=MODEL, latency_critical=True), backends,
                               rng=random.Random(0))
     assert decision.backend_id == "igpu"
-    # Not resident: the load (the default guess, nothing learned) comes on top.
-    assert decision.scores["nvidia"].estimated_latency_ms == 2500 + DEFAULT_LOAD_MS
+    # Not resident: the load (the default guess, nothing learned) comes on top, and the reply of
+    # the default length at the learned 5 tokens/s.
+    assert decision.scores["nvidia"].estimated_latency_ms == 2500 + DEFAULT_LOAD_MS + DEFAULT_REPLY_TOKENS * 200
 
 
 def test_priority_setting_breaks_a_tie() -> None:

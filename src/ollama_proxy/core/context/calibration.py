@@ -17,7 +17,7 @@ Pure: observations arrive as numbers; this module must not know about streams or
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ollama_proxy.core.context.counting import (
     DEFAULT_CHARS_PER_TOKEN,
@@ -36,19 +36,34 @@ _MIN_LEARN_CHARS, _MIN_LEARN_TOKENS = 64, 16
 # share of num_ctx was not cut, the estimate was high.
 _TRUNCATION_ZONE = 0.4
 _DEFAULT_OVERHEAD = TemplateOverhead()
+_HEURISTIC = CharEstimate(DEFAULT_CHARS_PER_TOKEN, CountMethod.HEURISTIC)
 
 
-@dataclass(frozen=True, slots=True)
+# Plain, not frozen: built on every request, and a frozen dataclass costs four times as much to build.
+@dataclass(slots=True)
 class Truncation:
-    """The verdict of comparing what was sent with what Ollama evaluated; true when truncated."""
+    """The verdict of comparing what was sent with what Ollama evaluated; true when truncated.
+    `estimate_was_high` holds the method and window of an estimate that came back short but could not
+    have been cut (see `judge_truncation`); `description` is written when read."""
 
     truncated: bool
     sent_tokens: int
     evaluated_tokens: int
-    description: str
+    estimate_was_high: tuple[CountMethod, int] | None = None
 
     def __bool__(self) -> bool:
         return self.truncated
+
+    @property
+    def description(self) -> str:
+        sent, evaluated = self.sent_tokens, self.evaluated_tokens
+        if self.estimate_was_high is not None:
+            method, num_ctx = self.estimate_was_high
+            return (f"Ollama evaluated {evaluated} of about {sent} prompt tokens: the {method.value} estimate was "
+                    f"high (the {num_ctx} window was far from full)")
+        share = evaluated / sent if sent else 1.0
+        text = f"Ollama evaluated {evaluated} of about {sent} prompt tokens ({share:.0%})"
+        return text + ": the prompt was probably truncated" if self.truncated else text
 
 
 def detect_truncation(sent_tokens: int, prompt_eval_count: int, ratio: float) -> Truncation:
@@ -56,15 +71,7 @@ def detect_truncation(sent_tokens: int, prompt_eval_count: int, ratio: float) ->
 
     Meaningful for exact counts; an estimate can be off by more than `1 - ratio` either way.
     """
-    truncated = sent_tokens > 0 and prompt_eval_count < ratio * sent_tokens
-    share = prompt_eval_count / sent_tokens if sent_tokens else 1.0
-    if truncated:
-        description = (f"Ollama evaluated {prompt_eval_count} of about {sent_tokens} prompt tokens "
-                       f"({share:.0%}): the prompt was probably truncated")
-    else:
-        description = (f"Ollama evaluated {prompt_eval_count} of about {sent_tokens} prompt tokens "
-                       f"({share:.0%})")
-    return Truncation(truncated, sent_tokens, prompt_eval_count, description)
+    return Truncation(sent_tokens > 0 and prompt_eval_count < ratio * sent_tokens, sent_tokens, prompt_eval_count)
 
 
 def judge_truncation(count: PromptCount, prompt_eval_count: int, num_ctx: int | None,
@@ -81,24 +88,32 @@ def judge_truncation(count: PromptCount, prompt_eval_count: int, num_ctx: int | 
         return verdict
     if count.tokens >= num_ctx or prompt_eval_count >= _TRUNCATION_ZONE * num_ctx:
         return verdict
-    return Truncation(False, count.tokens, prompt_eval_count,
-                      f"Ollama evaluated {prompt_eval_count} of about {count.tokens} prompt tokens: the "
-                      f"{count.method.value} estimate was high (the {num_ctx} window was far from full)")
+    return Truncation(False, count.tokens, prompt_eval_count, (count.method, num_ctx))
 
 
-@dataclass(frozen=True, slots=True)
+# Plain, not frozen: built on every request, and a frozen dataclass costs four times as much to build.
+@dataclass(slots=True)
 class Observation:
-    """Whether an observation was learned from, and why not when it was not (for DEBUG logs)."""
+    """Whether an observation was learned from, and why not when it was not (for DEBUG logs):
+    `reason` is `why`, with `value` put in when it has a place for one (written when read)."""
 
     accepted: bool
-    reason: str
+    why: str
+    value: float | None = None
+
+    @property
+    def reason(self) -> str:
+        return self.why if self.value is None else self.why.format(self.value)
 
 
-@dataclass
+@dataclass(slots=True)
 class _ModelStats:
     chars: float = 0.0
     tokens: float = 0.0
     per_message: float | None = None
+    # What `estimate` and `overhead` hand out, built when the numbers change rather than per request.
+    estimate: CharEstimate = field(default_factory=lambda: _HEURISTIC)
+    overhead: TemplateOverhead | None = None
 
 
 class Calibrator:
@@ -120,16 +135,12 @@ class Calibrator:
     def estimate(self, model: str) -> CharEstimate:
         """The characters-per-token estimate for `model`: learned, or characters/4 before any data."""
         stats = self._models.get(model)
-        if stats is None or stats.tokens <= 0:
-            return CharEstimate(DEFAULT_CHARS_PER_TOKEN, CountMethod.HEURISTIC)
-        return CharEstimate(stats.chars / stats.tokens, CountMethod.CALIBRATED)
+        return _HEURISTIC if stats is None else stats.estimate
 
     def overhead(self, model: str) -> TemplateOverhead:
         """The template overhead for `model`: learned from exact counts, or the default."""
         stats = self._models.get(model)
-        if stats is None or stats.per_message is None:
-            return self._default_overhead
-        return TemplateOverhead(stats.per_message, self._default_overhead.fixed)
+        return self._default_overhead if stats is None or stats.overhead is None else stats.overhead
 
     def observe(self, model: str, count: PromptCount, prompt_eval_count: int,
                 num_ctx: int | None = None) -> Observation:
@@ -154,7 +165,8 @@ class Calibrator:
         stats = self._stats(model)
         stats.per_message = sample if stats.per_message is None else (
             (1 - self._overhead_alpha) * stats.per_message + self._overhead_alpha * sample)
-        return Observation(True, f"template overhead {sample:.1f} tokens per message")
+        stats.overhead = TemplateOverhead(stats.per_message, self._default_overhead.fixed)
+        return Observation(True, "template overhead {:.1f} tokens per message", sample)
 
     def _observe_ratio(self, model: str, count: PromptCount, prompt_eval_count: int,
                        num_ctx: int | None) -> Observation:
@@ -165,11 +177,12 @@ class Calibrator:
             return Observation(False, "too small to learn from")
         ratio = count.chars / text_tokens
         if not _MIN_CHARS_PER_TOKEN <= ratio <= _MAX_CHARS_PER_TOKEN:
-            return Observation(False, f"implausible ratio {ratio:.2f} characters per token")
+            return Observation(False, "implausible ratio {:.2f} characters per token", ratio)
         stats = self._stats(model)
         stats.chars = self._decay * stats.chars + count.chars
         stats.tokens = self._decay * stats.tokens + text_tokens
-        return Observation(True, f"{ratio:.2f} characters per token")
+        stats.estimate = CharEstimate(stats.chars / stats.tokens, CountMethod.CALIBRATED)
+        return Observation(True, "{:.2f} characters per token", ratio)
 
     def _stats(self, model: str) -> _ModelStats:
         stats = self._models.get(model)

@@ -12,9 +12,11 @@ beyond the route segment and header names it hands to the adapter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from bisect import bisect_left
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from typing import Any, Protocol
 
 from ollama_proxy.core.context.counting import CountMethod
@@ -32,7 +34,7 @@ class SizeReason(StrEnum):
 
 
 class ContextPolicy(Protocol):
-    """The `context` settings sizing needs; `config.schema.ContextConfig` satisfies it."""
+    """The `context` settings sizing needs, `sizes` ascending; `config.schema.ContextConfig` satisfies it."""
 
     @property
     def sizes(self) -> tuple[int, ...]: ...
@@ -44,21 +46,28 @@ class ContextPolicy(Protocol):
     def default_reply_tokens(self) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
+# Plain, not frozen: built on every request, and a frozen dataclass costs four times as much to build.
+@dataclass(slots=True)
 class SizeDecision:
-    """The chosen `num_ctx` and the reasoning behind it."""
+    """The chosen `num_ctx` and the reasoning behind it (`detail`, written only when read: every
+    request is sized, few are logged at DEBUG)."""
 
     num_ctx: int
     input_tokens: int
     required: int
     reason: SizeReason
-    detail: str
+    explanation: str | Callable[[], str] = field(compare=False, repr=False)
     # The request needs more than `num_ctx`: it may be truncated ("Request may exceed largest available
     # context!"); the adapter logs it and says so in a header.
     exceeds_largest: bool
     count_method: CountMethod
     # Ollama will (re)load the model for this request because the loaded context differs.
     reloads: bool = False
+
+    @property
+    def detail(self) -> str:
+        explanation = self.explanation
+        return explanation if isinstance(explanation, str) else explanation()
 
     def headers(self) -> dict[str, str]:
         """Response headers that explain the decision to the client."""
@@ -81,12 +90,29 @@ def reply_tokens(body: Mapping[str, Any]) -> int | None:
     OpenAI shapes use `max_completion_tokens` or the older `max_tokens`.
     """
     options = body.get("options")
-    candidates = [options.get("num_predict") if isinstance(options, Mapping) else None,
-                  body.get("max_completion_tokens"), body.get("max_tokens")]
-    for value in candidates:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    # dict first: a parsed body's, and far cheaper to check than the Mapping ABC.
+    if options is not None and isinstance(options, dict | Mapping):
+        value = options.get("num_predict")
+        if _is_budget(value):
+            return value
+    for key in _OPENAI_BUDGETS:
+        value = body.get(key)
+        if _is_budget(value):
             return value
     return None
+
+
+_OPENAI_BUDGETS = ("max_completion_tokens", "max_tokens")
+
+
+def _is_budget(value: object) -> bool:
+    return type(value) is int and value >= 0  # type() is: a bool is no budget
+
+
+def required_tokens(policy: ContextPolicy, input_tokens: int, reply: int | None) -> int:
+    """What a request needs in its window: input, reply budget (None: `default_reply_tokens`), margins."""
+    budget = policy.default_reply_tokens if reply is None else reply
+    return input_tokens + budget + policy.system_overhead_tokens + policy.safety_margin_tokens
 
 
 def choose_num_ctx(
@@ -106,43 +132,49 @@ def choose_num_ctx(
     `loaded_context` the chosen backend's `/api/ps` `context_length` for this model (None if not loaded),
     `forced_size` the size of a `/proxy-context/{size}/` route.
     """
-    budget = policy.default_reply_tokens if reply is None else reply
-    required = input_tokens + budget + policy.system_overhead_tokens + policy.safety_margin_tokens
-    parts = (f"required {required} = input {input_tokens} ({count_method.value}) + reply {budget} "
-             f"+ overhead {policy.system_overhead_tokens} + margin {policy.safety_margin_tokens}")
+    required = required_tokens(policy, input_tokens, reply)
+    reloads = loaded_context is not None
 
-    def decide(num_ctx: int, reason: SizeReason, why: str) -> SizeDecision:
-        return SizeDecision(
-            num_ctx=num_ctx, input_tokens=input_tokens, required=required, reason=reason,
-            detail=f"{parts}; {why}", exceeds_largest=required > num_ctx, count_method=count_method,
-            reloads=loaded_context is not None and num_ctx != loaded_context)
+    def decide(num_ctx: int, reason: SizeReason, why: str, *args: object) -> SizeDecision:
+        return SizeDecision(num_ctx, input_tokens, required, reason,
+                            partial(_explain, policy, input_tokens, reply, count_method, why, args),
+                            required > num_ctx, count_method, reloads and num_ctx != loaded_context)
 
     if forced_size is not None:
         # Ollama caps an explicit num_ctx at the trained maximum itself; sending it unchanged keeps
         # the route's meaning visible in logs.
-        return decide(forced_size, SizeReason.FIXED_ROUTE, f"route fixes {forced_size}")
+        return decide(forced_size, SizeReason.FIXED_ROUTE, "route fixes {}", forced_size)
     if loaded_context is not None and loaded_context >= required:
         return decide(loaded_context, SizeReason.REUSED_LOADED,
-                      f"model already loaded with {loaded_context}, which fits: no reload")
+                      "model already loaded with {}, which fits: no reload", loaded_context)
 
-    sizes = sorted(policy.sizes)
-    fitting = next((s for s in sizes if s >= required), None)
-    if fitting is None:
+    sizes = policy.sizes
+    at = bisect_left(sizes, required)
+    args: tuple[object, ...]
+    if at == len(sizes):
         candidate, reason = sizes[-1], SizeReason.EXCEEDS_LARGEST
-        why = f"no configured size fits; largest is {candidate}"
+        why, args = "no configured size fits; largest is {}", (candidate,)
     elif loaded_context is not None:
-        candidate, reason = fitting, SizeReason.GROWN
-        why = f"loaded context {loaded_context} is too small; growing to {fitting}"
+        candidate, reason = sizes[at], SizeReason.GROWN
+        why, args = "loaded context {} is too small; growing to {}", (loaded_context, candidate)
     else:
-        candidate, reason = fitting, SizeReason.FITS_BUCKET
-        why = f"smallest configured size that fits is {fitting}"
+        candidate, reason = sizes[at], SizeReason.FITS_BUCKET
+        why, args = "smallest configured size that fits is {}", (candidate,)
 
     if model_max is not None and candidate > model_max:
         candidate, reason = model_max, SizeReason.CLAMPED
-        why += f"; clamped to the model's trained maximum {model_max}"
+        why, args = why + "; clamped to the model's trained maximum {}", (*args, model_max)
     if loaded_context is not None and loaded_context >= candidate:
         # Nothing we could choose fits, and the loaded context is at least as big: shrinking it
         # would cost a reload and make truncation worse.
         return decide(loaded_context, SizeReason.REUSED_LOADED,
-                      f"{why}; the loaded context {loaded_context} is no smaller, so it is kept")
-    return decide(candidate, reason, why)
+                      why + "; the loaded context {} is no smaller, so it is kept", *args, loaded_context)
+    return decide(candidate, reason, why, *args)
+
+
+def _explain(policy: ContextPolicy, input_tokens: int, reply: int | None, count_method: CountMethod, why: str,
+             args: tuple[object, ...]) -> str:
+    budget = policy.default_reply_tokens if reply is None else reply
+    return (f"required {required_tokens(policy, input_tokens, reply)} = input {input_tokens} ({count_method.value}) "
+            f"+ reply {budget} + overhead {policy.system_overhead_tokens} + margin {policy.safety_margin_tokens}; "
+            + why.format(*args))

@@ -4,8 +4,9 @@ Selection scores every backend on every request. Done one Python object at a tim
 microseconds per backend, which at a hundred backends is milliseconds per request. `Fleet` lays
 out once what changes slowly (configuration, health, breaker, thermal state) and derives on first
 use, per model, what depends on the model (has it, has it loaded and at which context, learned
-latency and load time); `Load` carries what changes with every request (in flight, queued), and `LoadBoard`
-keeps it current one row at a time as each backend's admission queue changes. `select.py` scores
+latency, speed and load time per kind of work); `Load` carries what changes with every request
+(in flight, queued), and `LoadBoard` keeps it current one row at a time as each backend's
+admission queue changes. `select.py` scores
 all rows at once from both.
 
 Pure: built from `BackendView`s. It does not know where they came from or when they change; the
@@ -20,8 +21,8 @@ from typing import Protocol, cast
 
 import numpy as np
 
-from ollama_proxy.core.routing.latency import DEFAULT_LOAD_MS, default_service_ms
-from ollama_proxy.core.routing.state import BackendView, BreakerState, LatencyStats, ThermalLevel
+from ollama_proxy.core.routing.latency import DEFAULT_LOAD_MS, default_service_ms, ms_per_token
+from ollama_proxy.core.routing.state import BackendView, BreakerState, LatencyStats, SampleKind, ThermalLevel
 from ollama_proxy.core.routing.weights import Weights
 from ollama_proxy.core.system.thermal import PENALTY as THERMAL_PENALTY
 
@@ -40,8 +41,9 @@ class LearnedLatency(Protocol):
 
     def revision(self, model: str) -> int: ...
     def changed_since(self, model: str, revision: int) -> set[str] | None: ...
-    def column(self, backend_ids: Sequence[str], model: str) -> list[LatencyStats | None]: ...
+    def column(self, backend_ids: Sequence[str], model: str, kind: SampleKind) -> list[LatencyStats | None]: ...
     def load_column(self, backend_ids: Sequence[str], model: str) -> list[float | None]: ...
+    def typical_reply_tokens(self, model: str) -> float | None: ...
 
 
 class _ViewLatency:
@@ -56,11 +58,16 @@ class _ViewLatency:
     def changed_since(self, model: str, revision: int) -> set[str] | None:
         return set()
 
-    def column(self, backend_ids: Sequence[str], model: str) -> list[LatencyStats | None]:
+    def column(self, backend_ids: Sequence[str], model: str, kind: SampleKind) -> list[LatencyStats | None]:
+        if kind is SampleKind.EMBEDDING:
+            return [v.embedding_latency.get(model) for v in self._views]
         return [v.latency.get(model) for v in self._views]
 
     def load_column(self, backend_ids: Sequence[str], model: str) -> list[float | None]:
         return [v.load_ms.get(model) for v in self._views]
+
+    def typical_reply_tokens(self, model: str) -> float | None:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,14 +98,19 @@ def closeness(values: np.ndarray, reference: float) -> np.ndarray:
 
 @dataclass(slots=True)
 class LatencyColumns:
-    """Per row, the time to first token with nobody waiting, the slot hold time and the load time,
-    for one model."""
+    """Per row, the time to first token with nobody waiting, the slot hold time, the load time and
+    the generation time per reply token (0 where not learned), for one model and kind of work."""
 
     revision: int  # of the learned numbers these were read from
     ttft_ms: np.ndarray
     service_ms: np.ndarray
     load_ms: np.ndarray
+    ms_per_token: np.ndarray
     _factors: dict[float, np.ndarray] = field(default_factory=dict)
+    timed: bool = field(init=False)  # some row's speed was learned: generation time counts
+
+    def __post_init__(self) -> None:
+        self.timed = bool(self.ms_per_token.any())
 
     def factor(self, latency_ref_ms: float) -> np.ndarray:
         """The latency factor of `ttft_ms` (the estimate whenever nobody has to wait)."""
@@ -233,11 +245,11 @@ class Fleet:
         self.priority = _column([v.priority / top if top else 1.0 for v in views])
         self.health = _column([_HEALTH.get(v.breaker, 0.0) for v in views])
         self._configured_latency = LatencyColumns(0, self.avg_latency_ms, default_service_ms(self.avg_latency_ms),
-                                                  np.full(len(views), DEFAULT_LOAD_MS))
+                                                  np.full(len(views), DEFAULT_LOAD_MS), np.zeros(len(views)))
         self._models: dict[str | None, ModelColumns] = {}
-        self._latency: dict[str, LatencyColumns] = {}
+        self._latency: dict[tuple[str, SampleKind], LatencyColumns] = {}
         self._weighted: dict[int, tuple[Weights, WeightedColumns]] = {}
-        self._ready: dict[tuple[str, int | None], tuple[LatencyColumns, np.ndarray, np.ndarray]] = {}
+        self._ready: dict[tuple[str, SampleKind, int | None], tuple[LatencyColumns, np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.views)
@@ -248,54 +260,64 @@ class Fleet:
             cols = self._models[model] = self._model_columns(model)
         return cols
 
-    def latency(self, model: str | None) -> LatencyColumns:
-        """Time to first token, slot hold time and load time per row: learned for `model` where
-        observed, else the configured guess (re-read only when the learned numbers for `model` have changed)."""
+    def latency(self, model: str | None, kind: SampleKind = SampleKind.GENERATION) -> LatencyColumns:
+        """Time to first token, slot hold time, load time and time per reply token per row: learned
+        for `model` and `kind` where observed, else the configured guess (re-read only when the
+        learned numbers for `model` have changed)."""
         if model is None:
             return self._configured_latency
         revision = self._learned.revision(model)
-        cached = self._latency.get(model)
+        key = (model, kind)
+        cached = self._latency.get(key)
         if cached is None:
-            cached = self._latency[model] = self._latency_column(model, revision)
+            cached = self._latency[key] = self._latency_column(model, kind, revision)
         elif cached.revision != revision:
             # Usually one backend has finished a request since: update its row, not the column.
             changed = self._learned.changed_since(model, cached.revision)
             rows = [self.index[b] for b in changed if b in self.index] if changed is not None else None
-            cached = self._latency[model] = (self._latency_rows(model, revision, cached, rows)
-                                             if rows is not None and len(rows) <= len(self.ids) // 4
-                                             else self._latency_column(model, revision))
+            cached = self._latency[key] = (self._latency_rows(model, kind, revision, cached, rows)
+                                           if rows is not None and len(rows) <= len(self.ids) // 4
+                                           else self._latency_column(model, kind, revision))
         return cached
 
-    def _latency_column(self, model: str, revision: int) -> LatencyColumns:
-        rows = range(len(self.ids))
-        base, service = zip(*map(self._latency_of, self._learned.column(self.ids, model), rows), strict=True)
-        loads = [DEFAULT_LOAD_MS if ms is None else ms for ms in self._learned.load_column(self.ids, model)]
-        return LatencyColumns(revision, _column(base), _column(service), _column(loads))
+    def typical_reply_tokens(self, model: str) -> float | None:
+        return self._learned.typical_reply_tokens(model)
 
-    def _latency_rows(self, model: str, revision: int, old: LatencyColumns, rows: list[int]) -> LatencyColumns:
+    def _latency_column(self, model: str, kind: SampleKind, revision: int) -> LatencyColumns:
+        stats = self._learned.column(self.ids, model, kind)
+        base, service = zip(*map(self._latency_of, stats, range(len(self.ids))), strict=True)
+        loads = [DEFAULT_LOAD_MS if ms is None else ms for ms in self._learned.load_column(self.ids, model)]
+        return LatencyColumns(revision, _column(base), _column(service), _column(loads),
+                              _column([ms_per_token(s) for s in stats]))
+
+    def _latency_rows(self, model: str, kind: SampleKind, revision: int, old: LatencyColumns,
+                      rows: list[int]) -> LatencyColumns:
         # Copies: a decision already made may still read the old columns through its scores.
         ttft, service, load = old.ttft_ms.copy(), old.service_ms.copy(), old.load_ms.copy()
+        per_token = old.ms_per_token.copy()
         ids = [self.ids[r] for r in rows]
-        for row, stats, ms in zip(rows, self._learned.column(ids, model), self._learned.load_column(ids, model),
+        for row, stats, ms in zip(rows, self._learned.column(ids, model, kind), self._learned.load_column(ids, model),
                                   strict=True):
             ttft[row], service[row] = self._latency_of(stats, row)
             load[row] = DEFAULT_LOAD_MS if ms is None else ms
-        return LatencyColumns(revision, ttft, service, load)
+            per_token[row] = ms_per_token(stats)
+        return LatencyColumns(revision, ttft, service, load, per_token)
 
     def _latency_of(self, stats: LatencyStats | None, row: int) -> tuple[float, float]:
         if stats is None:
             return self.avg_latency_ms.item(row), self._configured_latency.service_ms.item(row)
         return stats.ttft_ms, stats.service_ms
 
-    def ready(self, model: str, context_tokens: int | None) -> tuple[np.ndarray, np.ndarray]:
+    def ready(self, model: str, context_tokens: int | None,
+              kind: SampleKind = SampleKind.GENERATION) -> tuple[np.ndarray, np.ndarray]:
         """(fits, time to first token with the load where it does not fit) per row, nobody waiting;
         kept until the learned numbers for `model` change."""
-        latency = self.latency(model)
-        cached = self._ready.get((model, context_tokens))
+        latency = self.latency(model, kind)
+        key = (model, kind, context_tokens)
+        cached = self._ready.get(key)
         if cached is None or cached[0] is not latency:
             fits = self.for_model(model).fits(context_tokens)
-            cached = self._ready[(model, context_tokens)] = (latency, fits,
-                                                             latency.ttft_ms + (1.0 - fits) * latency.load_ms)
+            cached = self._ready[key] = (latency, fits, latency.ttft_ms + (1.0 - fits) * latency.load_ms)
         return cached[1], cached[2]
 
     def weighted(self, w: Weights) -> WeightedColumns:

@@ -14,6 +14,12 @@ model can embed, far faster than it answers), and management calls teach nothing
 A request that loaded is timed without its load (`load_duration`, Ollama's own figure): the load
 is learned on its own and charged by selection only where the model is not resident.
 
+The estimate of a generation includes producing its reply: the expected length (the request's own
+`num_predict` / `max_tokens`, else the model's typical reply length learned from `eval_count`, else
+`DEFAULT_REPLY_TOKENS`) over the backend's learned tokens per second. A backend whose speed for the
+model has not been learned yet is charged no generation time: its configured `avg_latency_ms` is
+the whole guess, as before anything is learned.
+
 Pure: the router feeds observations in; selection reads the book through `revision`, `column` and
 `load_column` (see `fleet.py`), or copies of `for_backend` and `loads_for` in a `BackendView`.
 """
@@ -23,7 +29,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -31,7 +36,7 @@ import numpy as np
 from ollama_proxy.core.admission import Priority
 from ollama_proxy.core.ollama_api import canonical_model
 from ollama_proxy.core.operations import Operation
-from ollama_proxy.core.routing.state import BackendView, LatencyStats
+from ollama_proxy.core.routing.state import BackendView, LatencyStats, SampleKind
 
 DEFAULT_ALPHA = 0.3
 # Slot hold time assumed before any request on the backend has finished.
@@ -40,15 +45,12 @@ DEFAULT_SERVICE_MS = 3_000.0
 DEFAULT_LOAD_MS = 1_000.0
 # Ollama reports time spent getting a runner: more than a blink means the model was loaded.
 LOAD_NOTICEABLE_MS = 50.0
+# The reply length expected from a model before any of its replies was seen: a few paragraphs.
+DEFAULT_REPLY_TOKENS = 256
 # How many recent changes per model the book remembers, so a reader can catch up row by row.
 _CHANGE_LOG = 64
 
 _Number = TypeVar("_Number", float, np.ndarray)
-
-
-class SampleKind(StrEnum):
-    GENERATION = "generation"
-    EMBEDDING = "embedding"
 
 
 _EMBEDDING_OPS = frozenset({Operation.EMBED, Operation.EMBEDDINGS})
@@ -69,6 +71,11 @@ def sample_kind(operation: Operation, body: Mapping[str, Any] | None,
                              or (operation is Operation.CHAT and not body.get("messages"))):
         return None
     return SampleKind.GENERATION
+
+
+def operation_kind(operation: Operation) -> SampleKind:
+    """Which learned speeds estimate a call of `operation`."""
+    return SampleKind.EMBEDDING if operation in _EMBEDDING_OPS else SampleKind.GENERATION
 
 
 def updated(prev: LatencyStats | None, *, ttft_ms: float, total_ms: float,
@@ -92,11 +99,13 @@ def updated(prev: LatencyStats | None, *, ttft_ms: float, total_ms: float,
 
 @dataclass(slots=True)
 class LatencyBook:
-    """Moving averages for every (backend, model, kind) seen, and load times per (backend, model)."""
+    """Moving averages for every (backend, model, kind) seen, load times per (backend, model), and
+    the typical reply length per model (a property of the model and its users, not of the backend)."""
 
     alpha: float = DEFAULT_ALPHA
     _stats: dict[str, dict[tuple[str, SampleKind], LatencyStats]] = field(default_factory=dict)
     _loads: dict[str, dict[str, float]] = field(default_factory=dict)
+    _replies: dict[str, float] = field(default_factory=dict)
     # Per canonical model, bumped by every change to any backend's numbers for it: selection caches
     # a column per model and re-reads it only when this moves.
     _revisions: dict[str, int] = field(default_factory=dict)
@@ -104,16 +113,20 @@ class LatencyBook:
 
     def observe(self, backend_id: str, model: str, *, ttft_ms: float, total_ms: float,
                 tokens_per_s: float | None = None, load_ms: float = 0.0,
-                kind: SampleKind = SampleKind.GENERATION) -> LatencyStats | None:
+                kind: SampleKind = SampleKind.GENERATION, reply_tokens: int | None = None) -> LatencyStats | None:
         """Record one finished piece of real work (see `sample_kind`).
 
         `ttft_ms` and `total_ms` are wall-clock times measured by the proxy; `tokens_per_s` is best
-        taken from Ollama's `eval_count / eval_duration`; `load_ms` is its `load_duration`. A load
+        taken from Ollama's `eval_count / eval_duration`; `load_ms` is its `load_duration`;
+        `reply_tokens` its `eval_count` (a generation's reply length, learned per model). A load
         is learned as such and taken out of both times; a load longer than the wall-clock time
         (a clock that does not match the proxy's, as a sped-up simulator's) leaves no sample but the
         load. Returns the updated stats, None when only the load was learned.
         """
         key = canonical_model(model)
+        if reply_tokens is not None and kind is SampleKind.GENERATION:
+            prev = self._replies.get(key)
+            self._replies[key] = reply_tokens if prev is None else prev + self.alpha * (reply_tokens - prev)
         if load_ms >= LOAD_NOTICEABLE_MS:
             self.observe_load(backend_id, key, load_ms)
             if load_ms > ttft_ms:
@@ -141,13 +154,13 @@ class LatencyBook:
     def load_ms(self, backend_id: str, model: str) -> float | None:
         return self._loads.get(backend_id, {}).get(canonical_model(model))
 
-    def for_backend(self, backend_id: str) -> dict[str, LatencyStats]:
-        """Per model, what routing reads: generation, or embedding for a model only ever embedded."""
-        out: dict[str, LatencyStats] = {}
-        for (model, kind), stats in self._stats.get(backend_id, {}).items():
-            if kind is SampleKind.GENERATION or model not in out:
-                out[model] = stats
-        return out
+    def typical_reply_tokens(self, model: str) -> float | None:
+        """The moving average of canonical `model`'s reply lengths; None before its first reply."""
+        return self._replies.get(model)
+
+    def for_backend(self, backend_id: str, kind: SampleKind = SampleKind.GENERATION) -> dict[str, LatencyStats]:
+        """Per model, the stats of one kind of work."""
+        return {model: stats for (model, k), stats in self._stats.get(backend_id, {}).items() if k is kind}
 
     def loads_for(self, backend_id: str) -> dict[str, float]:
         return dict(self._loads.get(backend_id, {}))
@@ -177,16 +190,13 @@ class LatencyBook:
             changed.add(backend)
         return changed
 
-    def column(self, backend_ids: Sequence[str], model: str) -> list[LatencyStats | None]:
-        """The stats for canonical `model` on each backend, in the order given (None: not observed):
-        generation, else embedding."""
+    def column(self, backend_ids: Sequence[str], model: str,
+               kind: SampleKind = SampleKind.GENERATION) -> list[LatencyStats | None]:
+        """The stats of `kind` for canonical `model` on each backend, in the order given (None: not
+        observed). The other kind never stands in: an embedding says nothing of how fast a chat is."""
         empty: dict[tuple[str, SampleKind], LatencyStats] = {}
-        generation, embedding = (model, SampleKind.GENERATION), (model, SampleKind.EMBEDDING)
-        out = []
-        for b in backend_ids:
-            stats = self._stats.get(b, empty)
-            out.append(stats.get(generation) or stats.get(embedding))
-        return out
+        key = (model, kind)
+        return [self._stats.get(b, empty).get(key) for b in backend_ids]
 
     def load_column(self, backend_ids: Sequence[str], model: str) -> list[float | None]:
         empty: dict[str, float] = {}
@@ -198,19 +208,36 @@ class LatencyBook:
 
 
 def estimate_latency_ms(view: BackendView, model: str | None, priority: Priority = Priority.NORMAL,
-                        context_tokens: int | None = None) -> float:
-    """Expected time until a new request is answered (its first token): queue wait, the load where
-    the model is not resident at a context that fits, and the learned or static first-token time.
+                        context_tokens: int | None = None, kind: SampleKind = SampleKind.GENERATION,
+                        reply_tokens: float = DEFAULT_REPLY_TOKENS) -> float:
+    """Expected time until a new request is answered: queue wait, the load where the model is not
+    resident at a context that fits, the learned or static first-token time, and for a generation
+    `reply_tokens` at the learned speed.
 
     The wait counts the requests that would start before this one: those in flight and those
     queued at the same or a higher priority, drained `max_concurrent` at a time.
     """
-    stats = view.latency.get(model) if model is not None else None
+    learned = view.latency if kind is SampleKind.GENERATION else view.embedding_latency
+    stats = learned.get(model) if model is not None else None
     base = stats.ttft_ms if stats is not None else view.avg_latency_ms
     service_ms = stats.service_ms if stats is not None else default_service_ms(base)
     ready = base if model is None or view.fits(model, context_tokens) else base + view.load_ms.get(model,
                                                                                                    DEFAULT_LOAD_MS)
+    if kind is SampleKind.GENERATION:
+        ready += reply_tokens * ms_per_token(stats)
     return float(with_queue_wait(ready, service_ms, view.in_flight + sum(view.queued[priority:]), view.max_concurrent))
+
+
+def ms_per_token(stats: LatencyStats | None) -> float:
+    """Generation time per reply token; 0 where the speed was not learned (nothing is charged)."""
+    return 1000.0 / stats.tokens_per_s if stats is not None and stats.tokens_per_s else 0.0
+
+
+def expected_reply_tokens(asked: int | None, typical: float | None) -> float:
+    """The reply length a generation is estimated for: what it asked for, else the model's typical one."""
+    if asked is not None:
+        return float(asked)
+    return DEFAULT_REPLY_TOKENS if typical is None else typical
 
 
 def default_service_ms(base_ms: _Number) -> _Number:

@@ -10,7 +10,8 @@ HTTP answer: 400 unknown target, 404 model nowhere, 503 otherwise.
 
 One estimate per candidate of the time until the request is answered: the queue wait (requests
 ahead of it over the backend's slots, at the learned slot hold time), the load time where the
-model is not resident at a context that fits, and the time to first token. `X-Max-Latency-Ms`
+model is not resident at a context that fits, the time to first token and, for a generation, the
+expected reply at the learned speed (`latency.py`), each learned per kind of work. `X-Max-Latency-Ms`
 filters on it; `X-Latency-Critical` and performance mode pick its smallest value (scores order
 only equal estimates); the other modes rank by their weighted score, whose latency factor counts
 the queue wait, and spill over to the next by score once the preferred backend's wait passes the
@@ -49,8 +50,8 @@ from ollama_proxy.core.routing.fleet import (
     Load,
     closeness,
 )
-from ollama_proxy.core.routing.latency import queue_wait
-from ollama_proxy.core.routing.state import BackendView, RouteRequest
+from ollama_proxy.core.routing.latency import expected_reply_tokens, queue_wait
+from ollama_proxy.core.routing.state import BackendView, RouteRequest, SampleKind
 from ollama_proxy.core.routing.weights import FACTORS, Weights, weights_for
 from ollama_proxy.errors import NoBackendAvailable
 
@@ -71,7 +72,8 @@ class BackendScore:
         return dict(zip(FACTORS, self.factors, strict=True))
 
 
-@dataclass(frozen=True, slots=True)
+# Plain, not frozen: built on every request, and a frozen dataclass costs four times as much to build.
+@dataclass(slots=True)
 class RoutingDecision:
     """The chosen backend, the order to fail over in, and why (`warnings`: a rule the pick breaks
     because the client asked for it, e.g. an explicit target at a critical temperature)."""
@@ -237,7 +239,7 @@ class _Screen:
     def __init__(self, request: RouteRequest, fleet: Fleet, load: Load, target: int | None,
                  power_cap_w: float | None, mode: EfficiencyMode) -> None:
         model = fleet.for_model(request.model)
-        self.latency = latency = fleet.latency(request.model)
+        self.latency = latency = fleet.latency(request.model, request.kind)
         ahead = load.ahead(request.priority)
         # Usually every backend has a free slot, and then the estimate is the cached column itself.
         self.wait: np.ndarray | None = None
@@ -248,7 +250,10 @@ class _Screen:
         if request.model is None:
             self.fits, self.estimates = model.resident, self.first_token
         else:
-            self.fits, ready = fleet.ready(request.model, request.context_tokens)
+            self.fits, ready = fleet.ready(request.model, request.context_tokens, request.kind)
+            if latency.timed and request.kind is SampleKind.GENERATION:
+                reply = expected_reply_tokens(request.reply_tokens, fleet.typical_reply_tokens(request.model))
+                ready = ready + reply * latency.ms_per_token
             self.estimates = ready if self.wait is None else ready + self.wait
         self.warnings: list[str] = []
         why = model.exclusion

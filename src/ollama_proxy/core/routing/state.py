@@ -39,7 +39,16 @@ class ThermalState:
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+class SampleKind(StrEnum):
+    """Work whose speed is learned and estimated apart: a chat model embeds far faster than it answers."""
+
+    GENERATION = "generation"
+    EMBEDDING = "embedding"
+
+
+# Plain, not frozen: built on every request (a learned sample, a request's wishes), and a frozen
+# dataclass costs four times as much to build.
+@dataclass(slots=True)
 class LatencyStats:
     """Learned behaviour of one model on one backend (moving averages, see `latency.py`)."""
 
@@ -75,7 +84,8 @@ class BackendView:
     loaded: Mapping[str, int | None] = field(default_factory=dict)
     in_flight: int = 0
     queued: tuple[int, int, int, int] = (0, 0, 0, 0)
-    latency: Mapping[str, LatencyStats] = field(default_factory=dict)
+    latency: Mapping[str, LatencyStats] = field(default_factory=dict)  # generation
+    embedding_latency: Mapping[str, LatencyStats] = field(default_factory=dict)
     load_ms: Mapping[str, float] = field(default_factory=dict)  # learned load time per model
     thermal: ThermalState = ThermalState()
 
@@ -86,6 +96,8 @@ class BackendView:
             {canonical_model(m): ctx for m, ctx in self.loaded.items()}))
         object.__setattr__(self, "latency", MappingProxyType(
             {canonical_model(m): s for m, s in self.latency.items()}))
+        object.__setattr__(self, "embedding_latency", MappingProxyType(
+            {canonical_model(m): s for m, s in self.embedding_latency.items()}))
         object.__setattr__(self, "load_ms", MappingProxyType(
             {canonical_model(m): ms for m, ms in self.load_ms.items()}))
 
@@ -110,16 +122,20 @@ class BackendView:
         return sum(self.queued)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RouteRequest:
     """What one request asks of the router; built from the body and `parse_route_headers`.
 
     `model` is normalised on construction; None for calls that name no model.
     `context_tokens` is the context the context engine wants (`num_ctx`), None when it does not care.
+    `kind` says which learned speeds estimate it; `reply_tokens` is the reply length it asks for
+    (`num_predict`, `max_tokens`), None to expect the model's typical one (`latency.expected_reply_tokens`).
     """
 
     model: str | None = None
     context_tokens: int | None = None
+    kind: SampleKind = SampleKind.GENERATION
+    reply_tokens: int | None = None
     target: str | None = None
     latency_critical: bool = False
     power_efficient: bool = False
@@ -130,7 +146,7 @@ class RouteRequest:
 
     def __post_init__(self) -> None:
         if self.model is not None:
-            object.__setattr__(self, "model", canonical_model(self.model))
+            self.model = canonical_model(self.model)
 
     @property
     def wants_low_latency(self) -> bool:
