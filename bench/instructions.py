@@ -19,10 +19,12 @@ start-up as usual): they are not per-request work, and one probe more or less in
 The backend is the simulator (`ollama_proxy.sim`, instant: time_scale 0), run in this process; its
 time scale is raised only for the streamed window. Systems: the proxy (`python -m ollama_proxy` with one
 backend, `--route auto` sends requests through `/proxy-context/auto/`; `--src` puts another checkout's
-`src/` first on its PYTHONPATH), `bench/plain_passthrough.py`, and nginx when installed (1 process,
+`src/` first on its PYTHONPATH; `--upstream-clients raw,aiohttp` measures it once per
+`server.upstream_client`), `bench/plain_passthrough.py`, and nginx when installed (1 process,
 `proxy_buffering off`, keep-alive upstream, no access log). Everything listens on 127.0.0.1 only.
 
 Usage: python bench/instructions.py [--requests 300] [--route passthrough|auto] [--src PATH]
+                                    [--upstream-clients raw,aiohttp]
                                     [--chunks 200] [--streams 3] [--systems proxy,plain,nginx]
                                     [--log-level INFO] [--keep-timers]
 """
@@ -239,18 +241,21 @@ async def run(args: argparse.Namespace) -> list[Result]:
                 # not per-request work, and a probe more or less in a window would be noise.
                 timers_off = {"router": {"health_interval_s": 3600, "discovery_interval_s": 3600},
                               "system": {"poll_interval_s": 3600}}
-                if system == "proxy":
+                if system.startswith("proxy"):
+                    client = system.partition(":")[2]
                     env = python_env(args.src)
-                    print(f"proxy: ollama_proxy from {proxy_origin(env)}, route {args.route}", flush=True)
-                    config = workdir / "proxy.yaml"  # JSON is YAML
+                    print(f"proxy: ollama_proxy from {proxy_origin(env)}, route {args.route}, "
+                          f"upstream client {client or 'as configured by default'}", flush=True)
+                    config = workdir / f"proxy{client}.yaml"  # JSON is YAML
+                    server = {"host": "127.0.0.1", "http_port": port, **({"upstream_client": client} if client else {})}
                     config.write_text(json.dumps({
-                        "server": {"host": "127.0.0.1", "http_port": port}, "log_level": args.log_level,
+                        "server": server, "log_level": args.log_level,
                         **({} if args.keep_timers else timers_off),
                         # The admission limit is lifted, as in proxy_overhead.py (irrelevant for one client).
                         "backends": [{"id": "sim", "endpoint": sim.url,
                                       "characteristics": {"max_concurrent": 1024}}]}))
-                    target = Callgrind(f"ollama-proxy {args.route}", [sys.executable, "-m", "ollama_proxy",
-                                                                      "--config", str(config)], workdir, env)
+                    target = Callgrind(f"ollama-proxy {args.route}{' ' + client if client else ''}",
+                                       [sys.executable, "-m", "ollama_proxy", "--config", str(config)], workdir, env)
                     ready = f"http://127.0.0.1:{port}/health"
                     path = "/proxy-context/auto/api/generate" if args.route == "auto" else "/api/generate"
                 elif system == "plain":
@@ -296,6 +301,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--route", choices=("passthrough", "auto"), default="passthrough")
     parser.add_argument("--src", help="a src/ directory put first on the proxy's PYTHONPATH (another checkout)")
+    parser.add_argument("--upstream-clients", default="", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+                        help="measure the proxy once per server.upstream_client listed (raw, aiohttp); "
+                             "default: once, with the configured default")
     parser.add_argument("--chunks", type=int, default=200, help="num_predict of the streamed generate (0: skip)")
     parser.add_argument("--chunk-gap-ms", type=float, default=20.0, help="backend pacing of the streamed chunks")
     parser.add_argument("--systems", default="proxy,plain,nginx",
@@ -311,6 +319,11 @@ def main() -> None:
     unknown = set(args.systems) - {"proxy", "plain", "nginx"}
     if unknown:
         parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
+    if set(args.upstream_clients) - {"raw", "aiohttp"}:
+        parser.error("--upstream-clients takes raw and/or aiohttp")
+    if args.upstream_clients and "proxy" in args.systems:
+        at = args.systems.index("proxy")
+        args.systems[at:at + 1] = [f"proxy:{client}" for client in args.upstream_clients]
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         sys.exit("bench/instructions.py needs valgrind (Debian package `valgrind`)")
     results = asyncio.run(run(args))

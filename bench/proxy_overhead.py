@@ -1,16 +1,18 @@
 """What the proxy adds: direct-to-simulator vs through-the-proxy, measured in the same run.
 
-Not a test. Starts one simulator (instant profile) and the proxy as separate processes, then
-alternates direct and proxied rounds so both see the same machine state, and reports medians:
+Not a test. Starts one simulator (instant profile), nginx (as bench/instructions.py configures it), a
+plain aiohttp passthrough and one proxy per `server.engine` (aiohttp, fast) as separate processes, then
+measures each in turn every round so all see the same machine state, and reports medians:
 
   - added p50/p99 latency per non-streamed request (sequential, keep-alive)
   - requests/s at concurrency 32, both ways
   - added time to first byte and added time per chunk on a streamed generate
-  - proxy CPU time per request
+  - CPU time per request of each relay process (the proxies, nginx, the plain passthrough)
   - with `wrk` installed (Debian package `wrk`), the same latency and throughput from a C load
     generator, which does not compete with the servers for the two cores the way a Python client does
 
-Usage: python bench/proxy_overhead.py [--rounds 5] [--requests 400] [--route auto|passthrough]
+Usage: python bench/proxy_overhead.py [--rounds 5] [--requests 400] [--route auto|passthrough] [--backends 2]
+                                     [--engines aiohttp,fast] [--upstream-client raw|aiohttp] [--systems nginx,plain]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -116,105 +119,147 @@ async def wrk(url: str, script: Path, *, connections: int, seconds: int) -> dict
     return figures
 
 
-async def run(args: argparse.Namespace) -> dict[str, float]:
-    sim_port, proxy_port = free_port(), free_port()
+@dataclass
+class System:
+    """One way to reach the simulator: directly, or through a relay process whose CPU time is read."""
+
+    name: str
+    url: str
+    ready_path: str
+    process: subprocess.Popen[bytes] | None = None
+
+
+def start_systems(args: argparse.Namespace, tmp: Path, sim_port: int) -> list[System]:
+    direct = f"http://127.0.0.1:{sim_port}"
+    systems = [System("direct", direct, "/api/version")]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if "nginx" in args.systems and Path(nginx).exists():
+        from instructions import nginx_config  # imported here: instructions.py imports this module
+
+        port = free_port()
+        prefix = tmp / "nginx"
+        prefix.mkdir()
+        conf = nginx_config(prefix, port, sim_port)
+        systems.append(System("nginx", f"http://127.0.0.1:{port}", "/api/version", subprocess.Popen(
+            [nginx, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log"),
+             "-g", "daemon off; master_process off;"], **quiet)))  # type: ignore[call-overload]
+    if "plain" in args.systems:
+        port = free_port()
+        systems.append(System("plain aiohttp", f"http://127.0.0.1:{port}", "/api/version", subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("plain_passthrough.py")), str(port), direct], **quiet)))
+    for engine in args.engines:
+        port = free_port()
+        config = tmp / f"proxy-{engine}.yaml"  # JSON is YAML
+        server = {"http_port": port, "engine": engine,
+                  **({"upstream_client": args.upstream_client} if args.upstream_client else {})}
+        config.write_text(json.dumps({
+            "server": server, "log_level": "WARNING", "context": {"default_route": args.route},
+            # The admission limit is lifted: this measures the proxy's cost, not its queueing policy. With
+            # --backends 2 the router chooses between two backends (both the one simulator) per request.
+            "backends": [{"id": f"sim{i}", "endpoint": direct, "characteristics": {"max_concurrent": 1024}}
+                         for i in range(args.backends)]}))
+        systems.append(System(f"proxy {engine}", f"http://127.0.0.1:{port}", "/health", subprocess.Popen(
+            [sys.executable, "-m", "ollama_proxy", "--config", str(config)], **quiet)))
+    return systems
+
+
+async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """The medians over rounds of each figure, per system; every round measures every system in turn."""
+    sim_port = free_port()
     tmp = Path(tempfile.mkdtemp())
-    config = tmp / "proxy.yaml"
-    config.write_text(json.dumps({
-        "server": {"http_port": proxy_port}, "log_level": "WARNING",
-        "context": {"default_route": args.route},
-        # The admission limit is lifted: this measures the proxy's cost, not its queueing policy.
-        "backends": [{"id": "sim", "endpoint": f"http://127.0.0.1:{sim_port}",
-                      "characteristics": {"max_concurrent": 1024}}]}))
     sim = subprocess.Popen([sys.executable, "-m", "ollama_proxy", "simulate", "--port", str(sim_port),
                             "--models", "llama3.2", "--time-scale", "0",
                             "--reply-tokens", f"{args.chunks},{args.chunks}"], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
-    proxy = subprocess.Popen([sys.executable, "-m", "ollama_proxy", "--config", str(config)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    plain_port = free_port()
-    plain = subprocess.Popen([sys.executable, str(Path(__file__).with_name("plain_passthrough.py")), str(plain_port),
-                              f"http://127.0.0.1:{sim_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    systems = start_systems(args, tmp, sim_port)
     try:
-        direct = f"http://127.0.0.1:{sim_port}"
-        proxied = f"http://127.0.0.1:{proxy_port}"
-        baseline = f"http://127.0.0.1:{plain_port}"
-        await wait_ready(direct + "/api/version")
-        await wait_ready(proxied + "/health")
-        await wait_ready(baseline + "/api/version")
+        for system in systems:
+            await wait_ready(system.url + system.ready_path)
         small = json.dumps({"model": "llama3.2", "prompt": "Hi", "stream": False,
                             "options": {"num_predict": 1}}).encode()
         stream = json.dumps({"model": "llama3.2", "prompt": "Tell a story", "stream": True,
                              "options": {"num_predict": args.chunks}}).encode()
-        results: dict[str, list[float]] = {f"{who}_{what}": [] for who in ("direct", "proxy", "plain")
-                                           for what in ("p50", "p99", "rps", "ttfb", "stream")}
-        results["cpu_per_request"] = []
-        results["plain_cpu_per_request"] = []
+        results: dict[str, dict[str, list[float]]] = {s.name: {} for s in systems}
+
+        def note(system: System, what: str, value: float) -> None:
+            results[system.name].setdefault(what, []).append(value)
+
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as session:
-            for base in (direct, proxied, baseline):  # warm every path and the model
-                await sequential(session, base + "/api/generate", small, 50)
-            chunks = 0
-            cpu_watch = {"proxy": (proxy, "cpu_per_request"), "plain": (plain, "plain_cpu_per_request")}
+            for system in systems:  # warm every path and the model
+                await sequential(session, system.url + "/api/generate", small, 50)
             for _ in range(args.rounds):
-                for name, base in (("direct", direct), ("proxy", proxied), ("plain", baseline)):
-                    measured = cpu_watch.get(name)
-                    cpu_before = cpu_seconds(measured[0].pid) if measured else 0.0
-                    times = await sequential(session, base + "/api/generate", small, args.requests)
-                    if measured:
-                        results[measured[1]].append((cpu_seconds(measured[0].pid) - cpu_before) / args.requests)
-                    results[f"{name}_p50"].append(statistics.median(times))
-                    results[f"{name}_p99"].append(percentile(times, 0.99))
-                    results[f"{name}_rps"].append(
-                        await concurrent(session, base + "/api/generate", small, args.requests, 32))
-                    ttfb, total, chunks = zip(*[await streamed(session, base + "/api/generate", stream)
-                                                for _ in range(5)], strict=True)
-                    results[f"{name}_ttfb"].append(statistics.median(ttfb))
-                    results[f"{name}_stream"].append(statistics.median(total))
-                    chunks = chunks[0]
+                for system in systems:
+                    url = system.url + "/api/generate"
+                    cpu_before = cpu_seconds(system.process.pid) if system.process else 0.0
+                    times = await sequential(session, url, small, args.requests)
+                    if system.process:
+                        note(system, "cpu_us", (cpu_seconds(system.process.pid) - cpu_before) / args.requests * 1e6)
+                    note(system, "p50_us", statistics.median(times) * 1e6)
+                    note(system, "p99_us", percentile(times, 0.99) * 1e6)
+                    note(system, "rps_c32", await concurrent(session, url, small, args.requests, 32))
+                    ttfb, total, chunks = zip(*[await streamed(session, url, stream) for _ in range(5)], strict=True)
+                    note(system, "ttfb_us", statistics.median(ttfb) * 1e6)
+                    note(system, "per_chunk_us", statistics.median(total) * 1e6 / max(1, chunks[0]))
             if shutil.which("wrk"):
                 script = tmp / "post.lua"
                 script.write_text(f"wrk.method = 'POST'\nwrk.body = [[{small.decode()}]]\n"
                                   "wrk.headers['Content-Type'] = 'application/json'\n")
-                for who in ("direct", "proxy", "plain"):
-                    results.update({f"wrk_{who}_{k}": [] for k in ("p50", "p99", "rps")})
                 for _ in range(args.rounds):
-                    for name, base in (("direct", direct), ("proxy", proxied), ("plain", baseline)):
-                        one = await wrk(base + "/api/generate", script, connections=1, seconds=3)
-                        results[f"wrk_{name}_p50"].append(one["p50"])
-                        results[f"wrk_{name}_p99"].append(one["p99"])
-                        many = await wrk(base + "/api/generate", script, connections=32, seconds=3)
-                        results[f"wrk_{name}_rps"].append(many["rps"])
-        med = {k: statistics.median(v) for k, v in results.items()}
-        wrk_figures = {} if "wrk_direct_p50" not in med else {
-            "wrk_direct_p50_us": med["wrk_direct_p50"],
-            "wrk_added_p50_us": med["wrk_proxy_p50"] - med["wrk_direct_p50"],
-            "wrk_added_p99_us": med["wrk_proxy_p99"] - med["wrk_direct_p99"],
-            "wrk_plain_aiohttp_added_p50_us": med["wrk_plain_p50"] - med["wrk_direct_p50"],
-            "wrk_direct_rps_c32": med["wrk_direct_rps"],
-            "wrk_proxy_rps_c32": med["wrk_proxy_rps"],
-            "wrk_plain_aiohttp_rps_c32": med["wrk_plain_rps"],
-        }
-        return wrk_figures | {
-            "added_p50_us": (med["proxy_p50"] - med["direct_p50"]) * 1e6,
-            "added_p99_us": (med["proxy_p99"] - med["direct_p99"]) * 1e6,
-            "direct_p50_us": med["direct_p50"] * 1e6,
-            "proxy_p50_us": med["proxy_p50"] * 1e6,
-            "plain_aiohttp_added_p50_us": (med["plain_p50"] - med["direct_p50"]) * 1e6,
-            "direct_rps_c32": med["direct_rps"],
-            "proxy_rps_c32": med["proxy_rps"],
-            "plain_aiohttp_rps_c32": med["plain_rps"],
-            "added_ttfb_us": (med["proxy_ttfb"] - med["direct_ttfb"]) * 1e6,
-            "added_per_chunk_us": (med["proxy_stream"] - med["direct_stream"]) * 1e6 / max(1, chunks),
-            "plain_aiohttp_added_per_chunk_us": (med["plain_stream"] - med["direct_stream"]) * 1e6 / max(1, chunks),
-            "stream_chunks": float(chunks),
-            "proxy_cpu_per_request_us": med["cpu_per_request"] * 1e6,
-            "plain_aiohttp_cpu_per_request_us": med["plain_cpu_per_request"] * 1e6,
-        }
+                    for system in systems:
+                        url = system.url + "/api/generate"
+                        one = await wrk(url, script, connections=1, seconds=3)
+                        note(system, "wrk_p50_us", one["p50"])
+                        note(system, "wrk_p99_us", one["p99"])
+                        cpu_before = cpu_seconds(system.process.pid) if system.process else 0.0
+                        many = await wrk(url, script, connections=32, seconds=3)
+                        note(system, "wrk_rps_c32", many["rps"])
+                        if system.process:
+                            note(system, "wrk_cpu_us_c32", (cpu_seconds(system.process.pid) - cpu_before)
+                                 / (many["rps"] * 3) * 1e6)
+        return {name: {k: statistics.median(v) for k, v in figures.items()}
+                         for name, figures in results.items()}
     finally:
-        for process in (proxy, plain, sim):
-            process.terminate()
-            process.wait(timeout=10)
+        for system in systems:
+            if system.process is not None:
+                system.process.terminate()
+                system.process.wait(timeout=10)
+        sim.terminate()
+        sim.wait(timeout=10)
+
+
+def report(medians: dict[str, dict[str, float]]) -> list[str]:
+    """Each relay's figures as added to (or in proportion to) the direct connection's."""
+    direct = medians["direct"]
+    rows = [("p50 added, Python client (µs)", "p50_us", "added"), ("p99 added, Python client (µs)", "p99_us", "added"),
+            ("req/s c=32, Python client (x direct)", "rps_c32", "ratio"),
+            ("time to first byte added (µs)", "ttfb_us", "added"), ("per chunk added (µs)", "per_chunk_us", "added"),
+            ("CPU per request, sequential (µs)", "cpu_us", "own"),
+            ("p50 added, wrk -c1 (µs)", "wrk_p50_us", "added"), ("p99 added, wrk -c1 (µs)", "wrk_p99_us", "added"),
+            ("req/s c=32, wrk (x direct)", "wrk_rps_c32", "ratio"),
+            ("CPU per request, wrk c=32 (µs)", "wrk_cpu_us_c32", "own")]
+    names = list(medians)
+    width = max(len(label) for label, _, _ in rows)
+    lines = [f"{'':<{width}}  " + "  ".join(f"{n:>14}" for n in names)]
+    for label, key, kind in rows:
+        if key not in direct and kind != "own":
+            continue
+        cells = []
+        for name in names:
+            value = medians[name].get(key)
+            if value is None:
+                cells.append(f"{'-':>14}")
+            elif name == "direct":
+                cells.append(f"{'(' + format(value, ',.1f') + ')':>14}")
+            elif kind == "added":
+                cells.append(f"{value - direct[key]:>+14,.1f}")
+            elif kind == "ratio":
+                cells.append(f"{value / direct[key]:>13.2f}x")
+            else:
+                cells.append(f"{value:>14,.1f}")
+        lines.append(f"{label:<{width}}  " + "  ".join(cells))
+    return lines
 
 
 def main() -> None:
@@ -223,12 +268,18 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--chunks", type=int, default=200)
     parser.add_argument("--route", choices=("passthrough", "auto"), default="passthrough")
+    parser.add_argument("--backends", type=int, default=1, help="backends the proxy routes between (one simulator)")
+    parser.add_argument("--engines", default="aiohttp,fast", type=lambda s: [x.strip() for x in s.split(",") if x],
+                        help="one proxy per server.engine listed")
+    parser.add_argument("--upstream-client", choices=("raw", "aiohttp"), help="server.upstream_client (default: "
+                        "the configured default)")
+    parser.add_argument("--systems", default="nginx,plain", type=lambda s: [x.strip() for x in s.split(",") if x],
+                        help="the yardsticks run besides the proxies: nginx, plain (aiohttp passthrough)")
     args = parser.parse_args()
-    figures = asyncio.run(run(args))
-    width = max(map(len, figures))
-    print(f"route={args.route} rounds={args.rounds} requests/round={args.requests}")
-    for key, value in figures.items():
-        print(f"{key:<{width}}  {value:10.1f}")
+    medians = asyncio.run(run(args))
+    print(f"route={args.route} backends={args.backends} upstream_client={args.upstream_client or 'default'} "
+          f"rounds={args.rounds} requests/round={args.requests} (medians over rounds)")
+    print("\n".join(report(medians)))
 
 
 if __name__ == "__main__":

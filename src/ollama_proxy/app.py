@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ollama_proxy.adapters.dbus.front import DesktopFront
+from ollama_proxy.adapters.fast.server import FastServer
 from ollama_proxy.adapters.http.edge import EdgeLimits, EdgeListener
 from ollama_proxy.adapters.http.front import HttpFront
 from ollama_proxy.adapters.http.metrics import Metrics
@@ -24,6 +25,7 @@ from ollama_proxy.adapters.http.server import EDGE_KEY, FRONT_KEY, WEBSOCKET_KEY
 from ollama_proxy.adapters.sysfs.monitor import SystemMonitor
 from ollama_proxy.adapters.systemd.notify import ServiceNotifier
 from ollama_proxy.adapters.upstream.aiohttp_client import AiohttpTransport
+from ollama_proxy.adapters.upstream.raw_client import RawTransport
 from ollama_proxy.adapters.websocket.front import WebSocketFront
 from ollama_proxy.config.schema import Config
 from ollama_proxy.errors import ListenError
@@ -58,7 +60,9 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.monotonic,
         if metrics is not None:
             metrics.count_failure(kind)
 
-    seams = Seams(transport or AiohttpTransport(), TaskSet(), monitor, DecisionLog(), count_failure, clock,
+    if transport is None:
+        transport = RawTransport() if config.server.upstream_client == "raw" else AiohttpTransport()
+    seams = Seams(transport, TaskSet(), monitor, DecisionLog(), count_failure, clock,
                   rng or random.Random())
     services = build_services(config, seams)
     pool, pipeline, views = services.pool, services.pipeline, services.views
@@ -131,7 +135,7 @@ async def start(config: Config, *, host: str | None = None, port: int | None = N
     `load` re-reads the configuration for a reload.
     """
     app = build_app(config, transport=transport, load=load)
-    listener = app[LISTENER_KEY] = EdgeListener(app[EDGE_KEY])
+    listener = app[LISTENER_KEY] = EdgeListener()
     host = host or config.server.host
     port = config.server.http_port if port is None else port
     try:
@@ -152,11 +156,17 @@ async def start(config: Config, *, host: str | None = None, port: int | None = N
             await grpc_server.stop(0)  # after `drain` it has already stopped: this is a no-op then
 
     app.on_shutdown.append(stop_listening)
+    fast = FastServer(config, app[FRONT_KEY], app[EDGE_KEY]) if config.server.engine == "fast" else None
+    if fast is not None:
+        app.on_shutdown.append(fast.shutdown)
     # The grace period is waited out in `drain`; what aiohttp still finds running after it is cut.
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
     await runner.setup()
     assert runner.server is not None
-    await listener.serve(runner.server)
+    if fast is None:
+        await listener.serve(app[EDGE_KEY].factory(runner.server))
+    else:
+        await listener.serve(fast.factory(runner.server), on_close=fast.close_idle)
     if grpc_server is not None:
         await grpc_server.start()
     return runner

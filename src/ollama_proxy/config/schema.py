@@ -49,6 +49,12 @@ class ServerConfig(_Strict):
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     # "json": one JSON object per log line, for log collectors (`--log-format json`).
     log_format: Literal["text", "json"] = "text"
+    # How backends are reached: "raw" (pooled keep-alive connections, llhttp parsing; https backends
+    # still go through aiohttp's client) or "aiohttp" (aiohttp's client for every backend).
+    upstream_client: Literal["raw", "aiohttp"] = "raw"
+    # "fast": inference and passthrough paths on the llhttp front (adapters.fast), the rest handed to
+    # aiohttp on the same port; "aiohttp": every path on aiohttp's server.
+    engine: Literal["fast", "aiohttp"] = "fast"
 
     def __repr__(self) -> str:
         keys = f"<{len(self.api_keys)} keys>" if self.api_keys else "()"

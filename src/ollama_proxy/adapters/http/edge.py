@@ -57,19 +57,33 @@ class EdgeLimits:
         loop = asyncio.get_running_loop()
 
         def make() -> asyncio.Protocol:
-            if len(server.connections) >= self.max_connections:
-                self.refused += 1
-                if self.refused == 1 or self.refused % 1000 == 0:
-                    log.warning("refusing a connection: %d open (server.max_connections); %d refused so far",
-                                self.max_connections, self.refused)
+            if not self.admits(len(server.connections)):
                 return _Refusal()
-            handler = _JsonErrorHandler(server, loop=loop, keepalive_timeout=self.keepalive_timeout_s,
-                                        access_log=None, on_internal_error=self.on_internal_error)
+            handler = self.handler(server, loop)
             self._pending.add(handler)
             loop.call_later(self.header_timeout_s, self._deadline, handler)
             return handler
 
         return make
+
+    def admits(self, open_connections: int) -> bool:
+        """Whether one more connection may open; False counts (and now and then logs) a refusal."""
+        if open_connections < self.max_connections:
+            return True
+        self.refused += 1
+        if self.refused == 1 or self.refused % 1000 == 0:
+            log.warning("refusing a connection: %d open (server.max_connections); %d refused so far",
+                        self.max_connections, self.refused)
+        return False
+
+    @staticmethod
+    def refusal() -> asyncio.Protocol:
+        return _Refusal()
+
+    def handler(self, server: web.Server, loop: asyncio.AbstractEventLoop) -> RequestHandler:
+        """aiohttp's connection handler with the proxy's keep-alive time and JSON errors."""
+        return _JsonErrorHandler(server, loop=loop, keepalive_timeout=self.keepalive_timeout_s,
+                                 access_log=None, on_internal_error=self.on_internal_error)
 
     def _deadline(self, handler: RequestHandler) -> None:
         if handler in self._pending:
@@ -109,25 +123,29 @@ class EdgeListener:
     """The listening socket: bound before anything else starts, so a taken address fails at once with
     nothing to undo, and serving through `EdgeLimits` once the application is ready."""
 
-    def __init__(self, limits: EdgeLimits) -> None:
-        self._limits = limits
+    def __init__(self) -> None:
         self._server: asyncio.Server | None = None
         self._factory: Callable[[], asyncio.Protocol] | None = None
+        self._on_close: Callable[[], None] = lambda: None
 
     async def bind(self, host: str, port: int) -> None:
         """Raises OSError when the address cannot be had."""
         self._server = await asyncio.get_running_loop().create_server(
             self._protocol, host, port, reuse_address=True, start_serving=False)
 
-    async def serve(self, server: web.Server) -> None:
+    async def serve(self, factory: Callable[[], asyncio.Protocol], on_close: Callable[[], None] = lambda: None
+                    ) -> None:
+        """Accept connections, each served by a protocol from `factory`; `on_close` runs when accepting stops."""
         assert self._server is not None, "bind() first"
-        self._factory = self._limits.factory(server)
+        self._factory = factory
+        self._on_close = on_close
         await self._server.start_serving()
 
     def close(self) -> None:
-        """Stop accepting; connections already open carry on."""
+        """Stop accepting; connections already open carry on (as `on_close` lets them)."""
         if self._server is not None:
             self._server.close()
+        self._on_close()
 
     @property
     def port(self) -> int:

@@ -6,7 +6,6 @@ Built by `ollama_proxy.app` (the composition root), which hands in the parts it 
 from __future__ import annotations
 
 import functools
-import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -15,9 +14,10 @@ from aiohttp import web
 
 from ollama_proxy.adapters.http.edge import EdgeLimits
 from ollama_proxy.adapters.http.front import HttpFront
+from ollama_proxy.adapters.http.guards import KEY_REFUSAL, PREFLIGHT_HEADERS, ApiKeys, CorsPolicy
 from ollama_proxy.adapters.http.metrics import Metrics
 from ollama_proxy.adapters.http.replies import error_response, json_response
-from ollama_proxy.adapters.http.statuspage import PAGE_PATHS, StatusPage
+from ollama_proxy.adapters.http.statuspage import StatusPage
 from ollama_proxy.adapters.websocket.front import PATH as WEBSOCKET_PATH
 from ollama_proxy.adapters.websocket.front import WebSocketFront
 from ollama_proxy.config.schema import Config
@@ -37,9 +37,6 @@ FRONT_KEY = web.AppKey("front", HttpFront)
 EDGE_KEY = web.AppKey("edge", EdgeLimits)
 # Open sockets are closed (1001) by a shutdown once their requests drained.
 WEBSOCKET_KEY = web.AppKey("websocket", WebSocketFront)
-_CORS_HEADERS = "Authorization, Content-Type, User-Agent, Accept, X-Requested-With, OpenAI-Beta, X-Request-ID, " \
-                "X-Target-Backend, X-Priority, X-Latency-Critical, X-Power-Efficient, X-Max-Latency-Ms, " \
-                "X-Max-Power-Watts, X-Media-Type, X-API-Key, x-stainless-*"
 
 
 class AdminEndpoints:
@@ -128,45 +125,22 @@ def build_http_app(config: Config, *, front: HttpFront, websocket: WebSocketFron
 
 
 def _require_api_key(keys: tuple[str, ...]) -> Callable[[Handler], Handler]:
-    encoded = [k.encode() for k in keys]
+    api_keys = ApiKeys(keys)
 
     def guard(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def checked(request: web.Request) -> web.StreamResponse:
-            # Only /health and the status page's files are open: a load balancer's or container's health
-            # check carries no key, nor does a browser opening the page (whose data requests do).
-            if request.path == "/health" or request.path in PAGE_PATHS:
+            if api_keys.open_path(request.path) or api_keys.accepts(request.headers.get("X-API-Key"),
+                                                                      request.headers.get("Authorization")):
                 return await handler(request)
-            given = request.headers.get("X-API-Key") or request.headers.get("Authorization", "").removeprefix(
-                "Bearer ").strip()
-            try:
-                # Header bytes that are not UTF-8 reach us as surrogate escapes: compare the bytes sent.
-                given_bytes = given.encode("utf-8", "surrogateescape")
-            except UnicodeEncodeError:
-                given_bytes = b""
-            if not any(hmac.compare_digest(given_bytes, key) for key in encoded):
-                return error_response(request.path, "missing or invalid API key (send Authorization: Bearer "
-                                      "<key> or X-API-Key)", 401)
-            return await handler(request)
+            return error_response(request.path, KEY_REFUSAL, 401)
 
         return checked
 
     return guard
 
 
-class _Cors:
-    """CORS for browser clients: Ollama refuses foreign origins with an empty 403, and the proxy
-    strips Origin before forwarding, so the proxy is where origins are allowed or refused."""
-
-    def __init__(self, origins: tuple[str, ...]) -> None:
-        self.origins = frozenset(origins)
-        self.allow_all = "*" in self.origins
-
-    def allowed(self, origin: str) -> bool:
-        # Allowing http://localhost allows it on any port, as Ollama's defaults do.
-        scheme_host = origin.rsplit(":", 1)[0] if origin.count(":") == 2 else origin
-        return self.allow_all or origin in self.origins or scheme_host in self.origins
-
+class _Cors(CorsPolicy):
     def guard(self, handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def checked(request: web.Request) -> web.StreamResponse:
@@ -174,11 +148,9 @@ class _Cors:
             if origin is None:
                 return await handler(request)
             if not self.allowed(origin):
-                return error_response(request.path, f"origin {origin!r} is not allowed (server.cors_origins)", 403)
+                return error_response(request.path, self.refusal(origin), 403)
             if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-                return web.Response(status=204, headers={
-                    "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, HEAD, OPTIONS",
-                    "Access-Control-Allow-Headers": _CORS_HEADERS})
+                return web.Response(status=204, headers=PREFLIGHT_HEADERS)
             return await handler(request)
 
         return checked
@@ -187,6 +159,5 @@ class _Cors:
         # Streams are prepared inside the handler, so headers go on here rather than in the guard.
         origin = request.headers.get("Origin")
         if origin is not None and self.allowed(origin):
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Expose-Headers"] = "*"
-            response.headers["Vary"] = "Origin"
+            for name, value in self.response_headers(origin):
+                response.headers[name] = value

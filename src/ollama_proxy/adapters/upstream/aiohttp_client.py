@@ -14,8 +14,8 @@ target such as `//host:port/...` must not be able to name another server.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -23,27 +23,33 @@ import orjson
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from ollama_proxy.adapters.upstream.shared import BodyReads, Failures, IdleWatch, json_answer
 from ollama_proxy.config.schema import BackendConfig, RouterConfig
-from ollama_proxy.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
-from ollama_proxy.service.transport import ERROR_BODY_LIMIT, Body, Headers
+from ollama_proxy.errors import UpstreamError
+from ollama_proxy.service.transport import Body, Headers
 
 _URL_CACHE_SIZE = 256
 
 
-class AiohttpReply:
+class AiohttpReply(BodyReads):
     """A backend's answer once its status line and headers arrived; every body read is translated."""
 
-    __slots__ = ("_error_body", "_response", "_upstream", "_watch", "content_length", "headers", "status")
+    __slots__ = ("_broken", "_response", "_upstream", "_watch", "content_length", "headers", "status")
 
     def __init__(self, response: aiohttp.ClientResponse, upstream: AiohttpBackendClient,
                  idle_timeout_s: float | None) -> None:
         self._response = response
         self._upstream = upstream
-        self._watch = _IdleWatch(response, idle_timeout_s) if idle_timeout_s else None
+        self._watch = IdleWatch(response.close, idle_timeout_s) if idle_timeout_s else None
         self.status = response.status
         self.headers: CIMultiDictProxy[str] = response.headers
         self.content_length = response.content_length
-        self._error_body: bytes | None = None
+        self._error_body = None
+        self._broken: UpstreamError | None = None  # raised once what arrived before the break was read
+
+    @property
+    def _backend_id(self) -> str:
+        return self._upstream.backend_id
 
     @property
     def is_sse(self) -> bool:
@@ -55,16 +61,22 @@ class AiohttpReply:
 
     async def readany(self) -> bytes:
         """The next piece of the body as it arrived; b"" at its end."""
+        if self._broken is not None:
+            raise self._broken
         watch = self._watch
         if watch is not None:
             watch.reads += 1
             watch.waiting = True
+        content = self._response.content
         try:
-            return await self._response.content.readany()
+            return await content.readany()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            if watch is not None and watch.fired:
-                raise self._upstream.silent() from exc
-            raise self._upstream.translated(exc, reading=True) from exc
+            error = (self._upstream.failures.silent() if watch is not None and watch.fired
+                     else self._upstream.translated(exc, reading=True))
+            if content._buffer:  # aiohttp raises at once, before handing over what arrived first
+                self._broken = error
+                return content._read_nowait(-1)
+            raise error from exc
         finally:
             if watch is not None:
                 watch.waiting = False
@@ -74,38 +86,8 @@ class AiohttpReply:
             self._watch.cancel()
         self._response.release()
 
-    async def read(self, limit: int) -> bytes:
-        """The whole body. A body longer than `limit` is a backend fault (UpstreamError), not a
-        reason to hold unbounded memory."""
-        length = self.content_length
-        if length is not None and length > limit:
-            self._response.close()
-            raise UpstreamError(self._upstream.backend_id, f"reply of {length} bytes exceeds the proxy's "
-                                                           f"{limit}-byte limit for replies it must read whole")
-        body = await self._read_up_to(limit)
-        if len(body) > limit:
-            raise UpstreamError(self._upstream.backend_id, f"reply exceeds the proxy's {limit}-byte limit "
-                                                           "for replies it must read whole")
-        return body
-
-    async def read_error_body(self) -> bytes:
-        """At most ERROR_BODY_LIMIT bytes of an error body; a longer one is cut there. Read once,
-        then remembered: deciding on failover and relaying the error both need it."""
-        if self._error_body is None:
-            self._error_body = (await self._read_up_to(ERROR_BODY_LIMIT))[:ERROR_BODY_LIMIT]
-        return self._error_body
-
-    async def _read_up_to(self, limit: int) -> bytes:
-        """The body, or its first `limit` + some bytes when it is longer (its connection then closed)."""
-        parts: list[bytes] = []
-        size = 0
-        while chunk := await self.readany():
-            parts.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                self._response.close()
-                break
-        return b"".join(parts)
+    def abandon(self) -> None:
+        self._response.close()
 
     def forget_connection(self) -> None:
         """Close the connection behind a stream that ended without finishing, so it is not reused.
@@ -121,38 +103,6 @@ class AiohttpReply:
         if protocol is not None:
             protocol.close()
         self._response.close()
-
-
-class _IdleWatch:
-    """Closes a reply whose body has been silent for the idle timeout.
-
-    One timer per idle period, not one per chunk (aiohttp's `sock_read` re-arms a timer on every
-    piece of data): each tick checks whether the read that was waiting at the last tick is still the
-    one waiting, so silence is caught between one and two periods after it began. Time spent writing
-    to a slow client is not silence: no read is waiting then.
-    """
-
-    __slots__ = ("_handle", "_response", "_seen", "_timeout_s", "fired", "reads", "waiting")
-
-    def __init__(self, response: aiohttp.ClientResponse, timeout_s: float) -> None:
-        self._response = response
-        self._timeout_s = timeout_s
-        self.reads = 0
-        self.waiting = False
-        self.fired = False
-        self._seen = -1
-        self._handle = asyncio.get_running_loop().call_later(timeout_s, self._tick)
-
-    def _tick(self) -> None:
-        if self.waiting and self.reads == self._seen:
-            self.fired = True
-            self._response.close()  # the waiting read fails, and is reported as silence
-            return
-        self._seen = self.reads
-        self._handle = asyncio.get_running_loop().call_later(self._timeout_s, self._tick)
-
-    def cancel(self) -> None:
-        self._handle.cancel()
 
 
 class AiohttpTransport:
@@ -180,6 +130,8 @@ class AiohttpBackendClient:
         self._first_byte_timeout_s = first_byte_timeout_s
         self._idle_timeout_s = idle_timeout_s
         self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.failures = Failures(backend_id, base_url, connect_timeout_s=connect_timeout_s,
+                                 first_byte_timeout_s=first_byte_timeout_s, idle_timeout_s=idle_timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -255,31 +207,18 @@ class AiohttpBackendClient:
     async def get_json(self, path: str, *, timeout_s: float, method: str = "GET",
                        body: Any = None) -> Any:
         """A small control-plane call (health, tags, ps, show) with its own overall timeout."""
-        with self.translate_errors():
+        try:
             async with self.session.request(
                 method, self.url(path), data=None if body is None else orjson.dumps(body),
                 headers={"Content-Type": "application/json", **self._auth} if body is not None else self._auth,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
             ) as response:
-                payload = await response.read()
-                if response.status >= 400:
-                    raise UpstreamError(self.backend_id, f"{method} {path} answered {response.status}: "
-                                                         f"{payload[:200].decode(errors='replace')}")
-                try:
-                    return orjson.loads(payload)
-                except orjson.JSONDecodeError as exc:
-                    raise UpstreamError(self.backend_id, f"{method} {path} answered non-JSON") from exc
-
-    @contextmanager
-    def translate_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except (TimeoutError, aiohttp.ClientError) as exc:
+                status, payload = response.status, await response.read()
+        except TimeoutError as exc:
+            raise self.failures.control_timeout(method, path, timeout_s) from exc
+        except aiohttp.ClientError as exc:
             raise self.translated(exc, reading=False) from exc
-
-    def silent(self) -> UpstreamTimeout:
-        return UpstreamTimeout(self.backend_id, f"silent for router.idle_timeout_s={self._idle_timeout_s:g} s "
-                                                "in the middle of its reply")
+        return json_answer(self.backend_id, method, path, status, payload)
 
     def translated(self, exc: BaseException, *, reading: bool) -> UpstreamError:
         """The proxy's error for an aiohttp client failure or timeout.
@@ -287,23 +226,19 @@ class AiohttpBackendClient:
         `reading` says whether the headers had arrived: then a timeout is silence mid-body and a
         broken connection is a reply cut short, not a server out of reach.
         """
-        where = self.base_url
+        failures = self.failures
         if isinstance(exc, aiohttp.ConnectionTimeoutError):
-            return UpstreamTimeout(self.backend_id, f"no connection to {where} within "
-                                                    f"router.connect_timeout_s={self._connect_timeout_s:g} s")
+            return failures.connect_timeout()
         if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
-            if reading:
-                return self.silent()
-            return UpstreamTimeout(self.backend_id, f"no response headers from {where} within "
-                                                    f"router.first_byte_timeout_s={self._first_byte_timeout_s:g} s")
+            return failures.silent() if reading else failures.head_timeout()
         if isinstance(exc, aiohttp.ClientPayloadError) or (reading and isinstance(exc, aiohttp.ClientConnectionError)):
-            return UpstreamConnectError(self.backend_id, f"reply broke off mid-body ({exc or type(exc).__name__})")
+            return failures.broke_off(exc or type(exc).__name__)
         if isinstance(exc, aiohttp.ClientConnectorError):
-            return UpstreamConnectError(self.backend_id, f"cannot reach {where} ({exc})")
+            return failures.unreachable(exc)
         if isinstance(exc, aiohttp.ServerDisconnectedError):
-            return UpstreamConnectError(self.backend_id, f"{where} closed the connection before answering")
+            return failures.closed_before_answer()
         if isinstance(exc, aiohttp.ClientConnectionError):
-            return UpstreamConnectError(self.backend_id, f"connection to {where} failed ({exc})")
+            return failures.connection_failed(exc)
         if isinstance(exc, aiohttp.ClientResponseError):
-            return UpstreamError(self.backend_id, f"invalid response ({exc.message})")
+            return failures.invalid(exc.message)
         return UpstreamError(self.backend_id, f"{type(exc).__name__}: {exc}")
