@@ -33,7 +33,9 @@ def backend(request: MemoryRequest) -> MemoryResponse:
         return MemoryResponse(201, {"X-Received": str(len(request.body))})
     body = request.json() if request.body else {}
     if body.get("stream") is False:
-        return MemoryResponse.json({"model": MODEL, "response": body.get("prompt", ""), "done": True})
+        answer = MemoryResponse.json({"model": MODEL, "response": body.get("prompt", ""), "done": True})
+        answer.headers["X-Request-ID"] = "the-backend-s-own-id"  # as llama.cpp's server does
+        return answer
     return MemoryResponse.ndjson([{"model": MODEL, "response": "Hi", "done": False},
                                   {"model": MODEL, "response": "", "done": True}])
 
@@ -177,6 +179,15 @@ async def test_keep_alive_serves_requests_one_after_another(connect: Callable[..
     client.send(post("/api/generate", {**GENERATE, "prompt": "two"}))
     answers = await client.answers(2)
     assert orjson.loads(answers[1][2])["response"] == "two" and not client.socket.closed
+
+
+async def test_the_answer_carries_the_client_s_request_id_once_not_the_backend_s(
+        connect: Callable[..., Any]) -> None:
+    client, _ = await connect()
+    client.send(post("/api/generate", GENERATE, b"X-Request-ID: my-own-id\r\n"))
+    [(status, headers, _)] = await client.answers(1)
+    head = bytes(client.socket.out).partition(b"\r\n\r\n")[0].lower()
+    assert status == 200 and headers["x-request-id"] == "my-own-id" and head.count(b"x-request-id:") == 1
 
 
 async def test_pipelined_requests_are_answered_in_order(connect: Callable[..., Any]) -> None:

@@ -18,13 +18,12 @@ from ollama_proxy.adapters.http.calls import (
     ALLOW,
     STREAM_CONTENT_TYPES,
     Exchange,
+    answer_headers,
     new_request_id,
     operation_of,
     refusal,
-    reply_headers,
 )
 from ollama_proxy.adapters.http.guards import KEY_REFUSAL, PREFLIGHT_HEADERS
-from ollama_proxy.adapters.http.headers import forwardable_response_headers
 from ollama_proxy.adapters.http.replies import error_body, stream_error_line
 from ollama_proxy.core.ollama_api import ContextRoute
 from ollama_proxy.core.openai.sse import DONE_EVENT, encode_event
@@ -125,10 +124,9 @@ async def _serve(server: FastServer, conn: Connection, request: Request, exchang
 
 async def _respond(server: FastServer, conn: Connection, request: Request, exchange: _Exchange,
                    reply: Reply) -> None:
-    relayed = forwardable_response_headers(reply.headers.items()) if reply.headers else None
-    lines = framing.header_lines(relayed.items()) if relayed else b""
-    lines += framing.header_lines(reply_headers(exchange.request_id, reply.record).items()) + exchange.cors
-    typed = relayed is not None and "Content-Type" in relayed
+    headers = answer_headers(reply.headers, exchange.request_id, reply.record)
+    lines = framing.header_lines(headers.items()) + exchange.cors
+    typed = "Content-Type" in headers
     if reply.stream is None:
         body = reply.body
         if isinstance(body, bytes):
@@ -139,7 +137,7 @@ async def _respond(server: FastServer, conn: Connection, request: Request, excha
         return
     if not typed:
         lines += _STREAM_TYPES.get(reply.framing, _OCTET_STREAM)
-    content_type = relayed.get("Content-Type", "") if relayed else ""
+    content_type = headers.get("Content-Type", "")
     exchange.stream_sse = "event-stream" in content_type or (not typed and reply.framing is Framing.SSE)
     exchange.status = reply.status
     chunked = not request.http10

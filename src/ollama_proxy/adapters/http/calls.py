@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
+from multidict import CIMultiDict
 
-from ollama_proxy.adapters.http.headers import forwardable_request_headers
+from ollama_proxy.adapters.http.headers import forwardable_request_headers, forwardable_response_headers
 from ollama_proxy.config.schema import Config
 from ollama_proxy.core.ollama_api import (
     CONTEXT_PREFIX,
@@ -196,6 +197,14 @@ def reply_headers(request_id: str, record: CallRecord) -> dict[str, str]:
         headers.update(record.sizing.headers())
     if record.truncated is not None:
         headers["X-Proxy-Context-Truncated"] = record.truncated
+    return headers
+
+
+def answer_headers(upstream: Mapping[str, str] | None, request_id: str, record: CallRecord) -> CIMultiDict[str]:
+    """An answer's headers: what the backend sent that may cross the proxy, with the proxy's own
+    (`reply_headers`) in place of any the backend also sent (llama.cpp sends its own X-Request-ID)."""
+    headers = forwardable_response_headers(upstream.items()) if upstream else CIMultiDict()
+    headers.update(reply_headers(request_id, record))
     return headers
 
 

@@ -26,12 +26,11 @@ from ollama_proxy.adapters.http.calls import (
     STREAM_CONTENT_TYPES,
     CallRules,
     Exchange,
+    answer_headers,
     new_request_id,
     operation_of,
     refusal,
-    reply_headers,
 )
-from ollama_proxy.adapters.http.headers import forwardable_response_headers
 from ollama_proxy.adapters.http.metrics import Metrics
 from ollama_proxy.adapters.http.replies import error_response, stream_error_line
 from ollama_proxy.config.schema import Config
@@ -115,8 +114,7 @@ class HttpFront:
                           routing=_routing_headers(request.headers), given_id=given_id)
 
     async def _respond(self, request: web.Request, exchange: _Exchange, reply: Reply) -> web.StreamResponse:
-        headers = forwardable_response_headers(reply.headers.items())
-        headers.update(reply_headers(exchange.request_id, reply.record))
+        headers = answer_headers(reply.headers, exchange.request_id, reply.record)
         if reply.stream is None:
             body = reply.body
             if isinstance(body, bytes):
