@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -10,11 +11,38 @@ from typing import Any
 import ollama
 import pytest
 
-from ollama_proxy.app import bound_port, start
+from ollama_proxy import app
 from ollama_proxy.config.load import validate
+from ollama_proxy.config.schema import Config, ServerConfig
 from ollama_proxy.sim import SimConfig, SimServer
 
 DEFAULT_MODELS = ["llama3.2", "qwen3:4b", "nomic-embed-text"]
+
+# The HTTP engine of every proxy this process starts: CI runs the HTTP suites once per engine
+# (OLLAMA_PROXY_TEST_ENGINE=aiohttp|fast; unset: the configuration's default). A proxy started as a
+# subprocess (the lifecycle and status-command tests) runs the default.
+ENGINE = os.environ.get("OLLAMA_PROXY_TEST_ENGINE") or ServerConfig().engine
+# Its upstream client likewise (OLLAMA_PROXY_TEST_UPSTREAM=raw|aiohttp), unless the test chose one itself.
+UPSTREAM = os.environ.get("OLLAMA_PROXY_TEST_UPSTREAM")
+_start = app.start
+
+
+def _on_engine(config: Config) -> Config:
+    server: dict[str, Any] = {"engine": ENGINE}
+    if UPSTREAM and "upstream_client" not in config.server.model_fields_set:
+        server["upstream_client"] = UPSTREAM
+    return config.model_copy(update={"server": config.server.model_copy(update=server)})
+
+
+@functools.wraps(_start)
+async def _start_with_engine(config: Config, *, load: Callable[[], Config] | None = None, **kwargs: Any) -> Any:
+    # A reload reads the file again: on the same engine, or it would see a server setting change.
+    return await _start(_on_engine(config), load=(lambda: _on_engine(load())) if load else None, **kwargs)
+
+
+# Pytest loads this file before any test module, so every `from ollama_proxy.app import start` in them
+# gets the proxy on the chosen engine.
+app.start = _start_with_engine
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -46,9 +74,9 @@ async def proxy_factory() -> AsyncIterator[Callable[..., Any]]:
     """Start the real proxy with a config dict; returns its base URL."""
     async with contextlib.AsyncExitStack() as stack:
         async def make(config: dict[str, Any]) -> str:
-            runner = await start(validate(config), host="127.0.0.1", port=0)
+            runner = await app.start(validate(config), host="127.0.0.1", port=0)
             stack.push_async_callback(runner.cleanup)
-            return f"http://127.0.0.1:{bound_port(runner)}"
+            return f"http://127.0.0.1:{app.bound_port(runner)}"
 
         yield make
 
