@@ -9,7 +9,6 @@ routing headers mean. Pure: values in, values out; no sockets, no JSON decoding.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,14 +59,6 @@ def known_request_id(value: Any) -> str | None:
         if isinstance(given, str) and _valid_request_id(given):
             return given
     return None
-
-
-def is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
 
 
 def parse_message(value: Any, sizes: Sequence[int]) -> StreamRequest | CancelRequest:

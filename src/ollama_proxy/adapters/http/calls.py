@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -29,6 +28,7 @@ from ollama_proxy.core.ollama_api import (
     split_context_route,
 )
 from ollama_proxy.core.operations import Dialect, Operation
+from ollama_proxy.core.request_ids import is_uuid
 from ollama_proxy.core.routing.headers import ROUTE_HEADERS, decision_headers, parse_route_headers, refusal_headers
 from ollama_proxy.errors import BadRequest, NoBackendAvailable, OllamaProxyError, PayloadTooLarge
 from ollama_proxy.service.reply import Call, CallRecord, Framing
@@ -61,14 +61,6 @@ def new_request_id() -> str:
     raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def uuid_shaped(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
 
 
 def operation_of(path: str) -> tuple[Operation, Dialect, str | None]:
@@ -185,7 +177,7 @@ class CallRules:
             model=exchange.model, hints=parse_route_headers(routing), size_mode=size_mode, fixed_size=route.size,
             body=body, raw_body=raw, upload=upload, query=query,
             headers=forwardable_request_headers(headers, self.drop),
-            request_id_is_uuid=not given_id or uuid_shaped(given_id), model_id=model_id)
+            request_id_is_uuid=not given_id or is_uuid(given_id), model_id=model_id)
 
 
 def reply_headers(request_id: str, record: CallRecord) -> dict[str, str]:

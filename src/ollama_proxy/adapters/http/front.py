@@ -43,8 +43,6 @@ from ollama_proxy.service.reply import Call, CallRecord, Framing, Reply
 
 log = logging.getLogger("ollama_proxy.access")
 
-__all__ = ["HttpFront", "new_request_id"]
-
 
 class HttpFront:
     def __init__(self, config: Config, pipeline: Pipeline, metrics: Metrics) -> None:

@@ -26,17 +26,17 @@ from typing import Any
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ollama_proxy.adapters.http.front import new_request_id
+from ollama_proxy.adapters.http.calls import new_request_id
 from ollama_proxy.adapters.http.metrics import Metrics
 from ollama_proxy.adapters.http.replies import error_response
 from ollama_proxy.adapters.websocket.answers import Answers, error_frame, token_of
 from ollama_proxy.config.schema import Config
 from ollama_proxy.core.operations import Dialect
+from ollama_proxy.core.request_ids import is_uuid
 from ollama_proxy.core.streams import StreamFailure
 from ollama_proxy.core.websocket_messages import (
     CancelRequest,
     StreamRequest,
-    is_uuid,
     known_request_id,
     parse_message,
 )
