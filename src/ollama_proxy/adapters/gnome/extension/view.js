@@ -61,6 +61,22 @@ class EfficiencyIndicator extends QuickSettings.SystemIndicator {
         this.toggle.bind_property('icon-name', this._indicator, 'icon-name', GObject.BindingFlags.SYNC_CREATE);
         this.quickSettingsItems.push(this.toggle);
     }
+
+    // What both builds' enable() and disable() do once the indicator is in the panel: the toggle's
+    // choices go to the controller (logic.js), which follows the proxy from then on.
+    follow(controller) {
+        this._controller = controller;
+        this.toggle.onChoose = mode => controller.setMode(mode);
+        this.toggle.onToggle = () => controller.toggle();
+        controller.start();
+    }
+
+    retire() {
+        this._controller?.stop();
+        this._controller = null;
+        this.quickSettingsItems.forEach(item => item.destroy());
+        this.destroy();
+    }
 });
 
 return EfficiencyIndicator;

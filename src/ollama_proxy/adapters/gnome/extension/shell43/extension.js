@@ -30,17 +30,11 @@ class Extension {
             quickSettings._indicators.insert_child_at_index(this._indicator, 0);
             quickSettings._addItems(this._indicator.quickSettingsItems);
         }
-        this._controller = loadShared('logic.js', ['Gio', 'GLib'], [Gio, GLib])(this._indicator.toggle, log);
-        this._indicator.toggle.onChoose = mode => this._controller.setMode(mode);
-        this._indicator.toggle.onToggle = () => this._controller.toggle();
-        this._controller.start();
+        this._indicator.follow(loadShared('logic.js', ['Gio', 'GLib'], [Gio, GLib])(this._indicator.toggle, log));
     }
 
     disable() {
-        this._controller.stop();
-        this._indicator.quickSettingsItems.forEach(item => item.destroy());
-        this._indicator.destroy();
-        this._controller = null;
+        this._indicator.retire();
         this._indicator = null;
     }
 }

@@ -22,18 +22,12 @@ export default class AiEfficiencyExtension extends Extension {
             [GObject, PopupMenu, QuickSettings]);
         this._indicator = new EfficiencyIndicator();
         Main.panel.statusArea.quickSettings.addExternalIndicator(this._indicator);
-        this._controller = loadShared(this.path, 'logic.js', ['Gio', 'GLib'], [Gio, GLib])(
-            this._indicator.toggle, message => console.log(message));
-        this._indicator.toggle.onChoose = mode => this._controller.setMode(mode);
-        this._indicator.toggle.onToggle = () => this._controller.toggle();
-        this._controller.start();
+        this._indicator.follow(loadShared(this.path, 'logic.js', ['Gio', 'GLib'], [Gio, GLib])(
+            this._indicator.toggle, message => console.log(message)));
     }
 
     disable() {
-        this._controller.stop();
-        this._indicator.quickSettingsItems.forEach(item => item.destroy());
-        this._indicator.destroy();
-        this._controller = null;
+        this._indicator.retire();
         this._indicator = null;
     }
 }
