@@ -228,6 +228,7 @@ class Fleet:
         self.max_concurrent = np.array([v.max_concurrent for v in views], dtype=np.int64)
         # A request waits once `max_concurrent` are ahead of it: ahead - slack > 0.
         self.slack = self.max_concurrent - 1
+        self.slot_when_idle = bool((self.slack >= 0).all())
         self.exclusion = np.array([DISABLED if not v.enabled else UNHEALTHY if not v.healthy
                                    else BREAKER_OPEN if v.breaker is BreakerState.OPEN
                                    else ELIGIBLE for v in views], dtype=np.int8)
@@ -250,6 +251,10 @@ class Fleet:
         self._latency: dict[tuple[str, SampleKind], LatencyColumns] = {}
         self._weighted: dict[int, tuple[Weights, WeightedColumns]] = {}
         self._ready: dict[tuple[str, SampleKind, int | None], tuple[LatencyColumns, np.ndarray, np.ndarray]] = {}
+        # Selection's weighted totals with nothing in flight, per (id of the weights, model, kind,
+        # context); an entry holds what it was computed from, so a changed input is seen by identity.
+        self.idle_totals: dict[tuple[int, str | None, SampleKind, int | None],
+                               tuple[Weights, np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.views)

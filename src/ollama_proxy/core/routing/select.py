@@ -244,7 +244,8 @@ class _Screen:
         # Usually every backend has a free slot, and then the estimate is the cached column itself.
         self.wait: np.ndarray | None = None
         self.first_token: np.ndarray = latency.ttft_ms
-        if bool((ahead - fleet.slack).max() > 0):
+        # Nothing in flight or queued anywhere: every backend has a free slot, no arithmetic needed.
+        if not (load.idle and fleet.slot_when_idle) and bool((ahead - fleet.slack).max() > 0):
             self.wait = queue_wait(latency.service_ms, ahead, fleet.max_concurrent)
             self.first_token = latency.ttft_ms + self.wait
         if request.model is None:
@@ -363,10 +364,18 @@ class _ScoreTable(Mapping[str, BackendScore]):
             busy = 1.0 / (1.0 + load.busy() / fleet.max_concurrent)
             busy_term = v[2] * busy
         fits = screen.fits
-        # Term by term in `FACTORS` order, as `sum` over one backend's factors adds them.
-        total = (v[0] * latency + static.power_term + busy_term + static.thermal_term + static.noise_term
-                 + static.priority_term + v[6] * model.resident + v[7] * fits + static.health_term)
-        self.total: np.ndarray = total / w.total
+        # Idle and unchanged since the last decision (the usual case), the totals are the last ones.
+        key = (id(w), request.model, request.kind, request.context_tokens)
+        cached = fleet.idle_totals.get(key) if load.idle else None
+        if cached is not None and cached[0] is w and cached[1] is latency and cached[2] is fits:
+            self.total: np.ndarray = cached[3]
+        else:
+            # Term by term in `FACTORS` order, as `sum` over one backend's factors adds them.
+            total = (v[0] * latency + static.power_term + busy_term + static.thermal_term + static.noise_term
+                     + static.priority_term + v[6] * model.resident + v[7] * fits + static.health_term)
+            self.total = total / w.total
+            if load.idle:
+                fleet.idle_totals[key] = (w, latency, fits, self.total)
         self.factors = (latency, static.power, busy, fleet.thermal, fleet.noise, fleet.priority, model.resident,
                         fits, fleet.health)
         self._fleet, self._screen = fleet, screen
