@@ -35,7 +35,6 @@ VERBOSE_SHOW_TIMEOUT_S = 60.0
 _MAX_TOKENIZERS = 8
 # About 5,000 tokens, 15 ms of encoding on two cores: more than that is counted off the event loop.
 _OFF_LOOP_CHARS = 20_000
-_EMBEDDINGS = frozenset({Operation.EMBED, Operation.EMBEDDINGS})
 _UNKNOWN: Any = object()  # no /api/show asked yet (None: asked, and it did not say)
 
 
@@ -80,8 +79,8 @@ class ContextService:
         """
         key = canonical_model(model)
         parts = prompt_parts(body)
-        estimate, overhead = self.calibrator.estimate(key), self.calibrator.overhead(key)
-        exact = self._counter_for(key, backend_hint)
+        estimate, overhead = self.calibrator.counting(key)
+        exact = self._counter_for(key, backend_hint) if self.config.exact_tokenizer else None
         if exact is None:
             return Sizing(key, count_prompt(parts, estimate=estimate, overhead=overhead))
         counter, lock = exact
@@ -103,21 +102,24 @@ class ContextService:
     @staticmethod
     def reply_budget(operation: Operation, body: dict[str, Any]) -> int | None:
         """The reply length the request asks for (None: it leaves it open); an embedding has none."""
-        return 0 if operation in _EMBEDDINGS else reply_tokens(body)
+        # Identity tests: cheaper than hashing into a set, and this runs on every request.
+        return 0 if operation is Operation.EMBED or operation is Operation.EMBEDDINGS else reply_tokens(body)
 
     async def size(self, sizing: Sizing, backend: Backend, body: dict[str, Any], forced: int | None) -> SizeDecision:
         """Choose `num_ctx` for this backend and write it into `body["options"]` (after `required`)."""
-        model_max = self._trained_max.get((backend.id, sizing.model), _UNKNOWN)
+        model, count = sizing.model, sizing.count
+        model_max = self._trained_max.get((backend.id, model), _UNKNOWN)
         if model_max is _UNKNOWN:
-            model_max = await self._model_max(backend, sizing.model)
+            model_max = await self._model_max(backend, model)
         decision = choose_num_ctx(
-            self.config, input_tokens=sizing.count.tokens, reply=sizing.reply, count_method=sizing.count.method,
-            model_max=model_max, loaded_context=backend.loaded_context(sizing.model), forced_size=forced)
+            self.config, input_tokens=count.tokens, reply=sizing.reply, count_method=count.method,
+            model_max=model_max, loaded_context=backend.loaded.get(model), forced_size=forced,
+            required=sizing.required)
         options = body.get("options")
         body["options"] = {**options, "num_ctx": decision.num_ctx} if isinstance(options, dict) else \
             {"num_ctx": decision.num_ctx}
         # Ollama loads (or keeps) the runner at this size.
-        self._pool.assume_loaded(backend, sizing.model, min(decision.num_ctx, model_max) if model_max
+        self._pool.assume_loaded(backend, model, min(decision.num_ctx, model_max) if model_max
                                  else decision.num_ctx)
         sizing.decision = decision
         self.decisions += 1
@@ -135,8 +137,8 @@ class ContextService:
         if not isinstance(evaluated, int):
             return None
         num_ctx = sizing.decision.num_ctx if sizing.decision else None
-        self.calibrator.observe(sizing.model, sizing.count, evaluated, num_ctx)
         truncation = judge_truncation(sizing.count, evaluated, num_ctx, self.config.truncation_ratio)
+        self.calibrator.observe(sizing.model, sizing.count, evaluated, num_ctx, truncation)
         if truncation:
             self.truncations += 1
             log.warning("Ollama evaluated fewer prompt tokens than were sent: model=%s backend=%s counted=%d "
@@ -163,7 +165,7 @@ class ContextService:
         return self._trained_max[key]
 
     def _counter_for(self, model: str, backend: Backend | None) -> tuple[CachedCounter, asyncio.Lock] | None:
-        if not self.config.exact_tokenizer or backend is None or not backend.is_ollama:
+        if backend is None or not backend.is_ollama:
             return None
         digest = backend.digest_of(model)
         if digest is None:

@@ -17,7 +17,7 @@ Pure: observations arrive as numbers; this module must not know about streams or
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ollama_proxy.core.context.counting import (
     DEFAULT_CHARS_PER_TOKEN,
@@ -108,12 +108,11 @@ class Observation:
 
 @dataclass(slots=True)
 class _ModelStats:
+    # What `counting` hands out, built when the numbers change rather than per request.
+    counting: tuple[CharEstimate, TemplateOverhead]
     chars: float = 0.0
     tokens: float = 0.0
     per_message: float | None = None
-    # What `estimate` and `overhead` hand out, built when the numbers change rather than per request.
-    estimate: CharEstimate = field(default_factory=lambda: _HEURISTIC)
-    overhead: TemplateOverhead | None = None
 
 
 class Calibrator:
@@ -131,33 +130,43 @@ class Calibrator:
         self._default_overhead = default_overhead
         self._max_models = max_models
         self._models: OrderedDict[str, _ModelStats] = OrderedDict()
+        self._unlearned = (_HEURISTIC, default_overhead)
+
+    def counting(self, model: str) -> tuple[CharEstimate, TemplateOverhead]:
+        """`estimate` and `overhead` in one look-up, as each request's count needs them."""
+        stats = self._models.get(model)
+        return self._unlearned if stats is None else stats.counting
 
     def estimate(self, model: str) -> CharEstimate:
         """The characters-per-token estimate for `model`: learned, or characters/4 before any data."""
-        stats = self._models.get(model)
-        return _HEURISTIC if stats is None else stats.estimate
+        return self.counting(model)[0]
 
     def overhead(self, model: str) -> TemplateOverhead:
         """The template overhead for `model`: learned from exact counts, or the default."""
-        stats = self._models.get(model)
-        return self._default_overhead if stats is None or stats.overhead is None else stats.overhead
+        return self.counting(model)[1]
 
     def observe(self, model: str, count: PromptCount, prompt_eval_count: int,
-                num_ctx: int | None = None) -> Observation:
+                num_ctx: int | None = None, truncation: Truncation | None = None) -> Observation:
         """Learn from one response: `count` is what the proxy counted for the request that was sent
-        with `num_ctx`, `prompt_eval_count` what Ollama reported on the final response line."""
+        with `num_ctx`, `prompt_eval_count` what Ollama reported on the final response line;
+        `truncation` the caller's `judge_truncation` of the same, so it is judged once."""
         if prompt_eval_count <= 0:
             return Observation(False, "no prompt_eval_count")
         if count.image_tokens:
             # Image cost is Ollama's heuristic, not what the projector really produced.
             return Observation(False, "images make the count approximate")
+        if truncation is None:
+            truncation = judge_truncation(count, prompt_eval_count, num_ctx, self._truncation_ratio)
         if count.method is CountMethod.EXACT:
+            # An exact count is judged as `detect_truncation` would.
+            if truncation:
+                return Observation(False, "looks truncated")
             return self._observe_overhead(model, count, prompt_eval_count)
-        return self._observe_ratio(model, count, prompt_eval_count, num_ctx)
+        if truncation:
+            return Observation(False, "may be truncated")
+        return self._observe_ratio(model, count, prompt_eval_count)
 
     def _observe_overhead(self, model: str, count: PromptCount, prompt_eval_count: int) -> Observation:
-        if detect_truncation(count.tokens, prompt_eval_count, self._truncation_ratio):
-            return Observation(False, "looks truncated")
         if count.messages == 0:
             return Observation(False, "no messages to attribute overhead to")
         overhead = prompt_eval_count - count.text_tokens - self._default_overhead.fixed
@@ -165,13 +174,10 @@ class Calibrator:
         stats = self._stats(model)
         stats.per_message = sample if stats.per_message is None else (
             (1 - self._overhead_alpha) * stats.per_message + self._overhead_alpha * sample)
-        stats.overhead = TemplateOverhead(stats.per_message, self._default_overhead.fixed)
+        stats.counting = (stats.counting[0], TemplateOverhead(stats.per_message, self._default_overhead.fixed))
         return Observation(True, "template overhead {:.1f} tokens per message", sample)
 
-    def _observe_ratio(self, model: str, count: PromptCount, prompt_eval_count: int,
-                       num_ctx: int | None) -> Observation:
-        if judge_truncation(count, prompt_eval_count, num_ctx, self._truncation_ratio):
-            return Observation(False, "may be truncated")
+    def _observe_ratio(self, model: str, count: PromptCount, prompt_eval_count: int) -> Observation:
         text_tokens = prompt_eval_count - count.overhead_tokens
         if count.chars < _MIN_LEARN_CHARS or text_tokens < _MIN_LEARN_TOKENS:
             return Observation(False, "too small to learn from")
@@ -181,13 +187,13 @@ class Calibrator:
         stats = self._stats(model)
         stats.chars = self._decay * stats.chars + count.chars
         stats.tokens = self._decay * stats.tokens + text_tokens
-        stats.estimate = CharEstimate(stats.chars / stats.tokens, CountMethod.CALIBRATED)
+        stats.counting = (CharEstimate(stats.chars / stats.tokens, CountMethod.CALIBRATED), stats.counting[1])
         return Observation(True, "{:.2f} characters per token", ratio)
 
     def _stats(self, model: str) -> _ModelStats:
         stats = self._models.get(model)
         if stats is None:
-            stats = self._models[model] = _ModelStats()
+            stats = self._models[model] = _ModelStats(self._unlearned)
             while len(self._models) > self._max_models:
                 self._models.popitem(last=False)
         self._models.move_to_end(model)

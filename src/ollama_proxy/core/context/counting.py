@@ -170,17 +170,17 @@ def count_prompt(
     overhead: TemplateOverhead = TemplateOverhead(),
 ) -> PromptCount:
     """Count `parts` exactly when a tokenizer's `CachedCounter` is given, else with `estimate`."""
-    chars = parts.chars
+    # The small helpers (`chars`, `tokens`) are inlined: this runs on every request.
+    texts, messages = parts.texts, parts.messages
+    chars = sum(map(len, texts))
     if exact is not None:
-        text_tokens, method = exact.count(parts.texts), CountMethod.EXACT
+        text_tokens, method = exact.count(texts), CountMethod.EXACT
     else:
-        text_tokens, method = estimate.tokens(chars), estimate.method
-    overhead_tokens = overhead.tokens(parts.messages) if parts.messages else 0
+        text_tokens, method = math.ceil(chars / estimate.chars_per_token), estimate.method
+    overhead_tokens = overhead.fixed + math.ceil(overhead.per_message * messages) if messages else 0
     image_tokens = parts.images * IMAGE_TOKENS
-    return PromptCount(
-        tokens=text_tokens + overhead_tokens + image_tokens, method=method, chars=chars,
-        text_tokens=text_tokens, overhead_tokens=overhead_tokens, image_tokens=image_tokens,
-        messages=parts.messages)
+    return PromptCount(text_tokens + overhead_tokens + image_tokens, method, chars, text_tokens, overhead_tokens,
+                       image_tokens, messages)
 
 
 def _message_parts(message: Mapping[str, Any], texts: list[str]) -> int:

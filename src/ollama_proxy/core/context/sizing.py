@@ -124,52 +124,50 @@ def choose_num_ctx(
     model_max: int | None = None,
     loaded_context: int | None = None,
     forced_size: int | None = None,
+    required: int | None = None,
 ) -> SizeDecision:
     """Pick `num_ctx` for a request.
 
     `reply` is the request's reply budget (see `reply_tokens`; None means `default_reply_tokens`),
     `model_max` the model's trained context (`<arch>.context_length`, None if unknown),
     `loaded_context` the chosen backend's `/api/ps` `context_length` for this model (None if not loaded),
-    `forced_size` the size of a `/proxy-context/{size}/` route.
+    `forced_size` the size of a `/proxy-context/{size}/` route, `required` what `required_tokens` gave
+    for this input and reply when the caller has it already.
     """
-    required = required_tokens(policy, input_tokens, reply)
-    reloads = loaded_context is not None
-
-    def decide(num_ctx: int, reason: SizeReason, why: str, *args: object) -> SizeDecision:
-        return SizeDecision(num_ctx, input_tokens, required, reason,
-                            partial(_explain, policy, input_tokens, reply, count_method, why, args),
-                            required > num_ctx, count_method, reloads and num_ctx != loaded_context)
-
+    if required is None:
+        required = required_tokens(policy, input_tokens, reply)
+    # One decision built at the end: every request is sized, so no per-call closure.
+    args: tuple[object, ...]
     if forced_size is not None:
         # Ollama caps an explicit num_ctx at the trained maximum itself; sending it unchanged keeps
         # the route's meaning visible in logs.
-        return decide(forced_size, SizeReason.FIXED_ROUTE, "route fixes {}", forced_size)
-    if loaded_context is not None and loaded_context >= required:
-        return decide(loaded_context, SizeReason.REUSED_LOADED,
-                      "model already loaded with {}, which fits: no reload", loaded_context)
-
-    sizes = policy.sizes
-    at = bisect_left(sizes, required)
-    args: tuple[object, ...]
-    if at == len(sizes):
-        candidate, reason = sizes[-1], SizeReason.EXCEEDS_LARGEST
-        why, args = "no configured size fits; largest is {}", (candidate,)
-    elif loaded_context is not None:
-        candidate, reason = sizes[at], SizeReason.GROWN
-        why, args = "loaded context {} is too small; growing to {}", (loaded_context, candidate)
+        num_ctx, reason, why, args = forced_size, SizeReason.FIXED_ROUTE, "route fixes {}", (forced_size,)
+    elif loaded_context is not None and loaded_context >= required:
+        num_ctx, reason = loaded_context, SizeReason.REUSED_LOADED
+        why, args = "model already loaded with {}, which fits: no reload", (loaded_context,)
     else:
-        candidate, reason = sizes[at], SizeReason.FITS_BUCKET
-        why, args = "smallest configured size that fits is {}", (candidate,)
-
-    if model_max is not None and candidate > model_max:
-        candidate, reason = model_max, SizeReason.CLAMPED
-        why, args = why + "; clamped to the model's trained maximum {}", (*args, model_max)
-    if loaded_context is not None and loaded_context >= candidate:
-        # Nothing we could choose fits, and the loaded context is at least as big: shrinking it
-        # would cost a reload and make truncation worse.
-        return decide(loaded_context, SizeReason.REUSED_LOADED,
-                      why + "; the loaded context {} is no smaller, so it is kept", *args, loaded_context)
-    return decide(candidate, reason, why, *args)
+        sizes = policy.sizes
+        at = bisect_left(sizes, required)
+        if at == len(sizes):
+            num_ctx, reason = sizes[-1], SizeReason.EXCEEDS_LARGEST
+            why, args = "no configured size fits; largest is {}", (num_ctx,)
+        elif loaded_context is not None:
+            num_ctx, reason = sizes[at], SizeReason.GROWN
+            why, args = "loaded context {} is too small; growing to {}", (loaded_context, num_ctx)
+        else:
+            num_ctx, reason = sizes[at], SizeReason.FITS_BUCKET
+            why, args = "smallest configured size that fits is {}", (num_ctx,)
+        if model_max is not None and num_ctx > model_max:
+            num_ctx, reason = model_max, SizeReason.CLAMPED
+            why, args = why + "; clamped to the model's trained maximum {}", (*args, model_max)
+        if loaded_context is not None and loaded_context >= num_ctx:
+            # Nothing we could choose fits, and the loaded context is at least as big: shrinking it
+            # would cost a reload and make truncation worse.
+            num_ctx, reason = loaded_context, SizeReason.REUSED_LOADED
+            why, args = why + "; the loaded context {} is no smaller, so it is kept", (*args, loaded_context)
+    return SizeDecision(num_ctx, input_tokens, required, reason,
+                        partial(_explain, policy, input_tokens, reply, count_method, why, args),
+                        required > num_ctx, count_method, loaded_context is not None and num_ctx != loaded_context)
 
 
 def _explain(policy: ContextPolicy, input_tokens: int, reply: int | None, count_method: CountMethod, why: str,
