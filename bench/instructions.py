@@ -17,14 +17,15 @@ start-up as usual): they are not per-request work, and one probe more or less in
 (`--keep-timers` keeps the 5-15 s defaults; the idle window then takes them out on average).
 
 The backend is the simulator (`ollama_proxy.sim`, instant: time_scale 0), run in this process; its
-time scale is raised only for the streamed window. Systems: the proxy (`python -m ollama_proxy` with one
-backend, `--route auto` sends requests through `/proxy-context/auto/`; `--src` puts another checkout's
-`src/` first on its PYTHONPATH; `--upstream-clients raw,aiohttp` measures it once per
-`server.upstream_client`), `bench/plain_passthrough.py`, and nginx when installed (1 process,
-`proxy_buffering off`, keep-alive upstream, no access log). Everything listens on 127.0.0.1 only.
+time scale is raised only for the streamed window. Systems: the proxy (`python -m ollama_proxy` with
+`--backends` backends, all the one simulator, so that with 2 the router chooses per request;
+`--route auto` sets `context.default_route: auto`, so every request is sized; `--src` puts another
+checkout's `src/` first on its PYTHONPATH; measured once per `server.engine` in `--engines` and per
+`server.upstream_client` in `--upstream-clients`), `bench/plain_passthrough.py`, and nginx when installed
+(1 process, `proxy_buffering off`, keep-alive upstream, no access log). Everything listens on 127.0.0.1 only.
 
-Usage: python bench/instructions.py [--requests 300] [--route passthrough|auto] [--src PATH]
-                                    [--upstream-clients raw,aiohttp]
+Usage: python bench/instructions.py [--requests 300] [--route passthrough|auto] [--backends 1] [--src PATH]
+                                    [--engines fast,aiohttp] [--upstream-clients raw,aiohttp]
                                     [--chunks 200] [--streams 3] [--systems proxy,plain,nginx]
                                     [--log-level INFO] [--keep-timers]
 """
@@ -242,22 +243,24 @@ async def run(args: argparse.Namespace) -> list[Result]:
                 timers_off = {"router": {"health_interval_s": 3600, "discovery_interval_s": 3600},
                               "system": {"poll_interval_s": 3600}}
                 if system.startswith("proxy"):
-                    client = system.partition(":")[2]
+                    _, engine, client = system.split(":")
                     env = python_env(args.src)
                     print(f"proxy: ollama_proxy from {proxy_origin(env)}, route {args.route}, "
-                          f"upstream client {client or 'as configured by default'}", flush=True)
-                    config = workdir / f"proxy{client}.yaml"  # JSON is YAML
-                    server = {"host": "127.0.0.1", "http_port": port, **({"upstream_client": client} if client else {})}
+                          f"{args.backends} backend(s), engine {engine or 'default'}, "
+                          f"upstream client {client or 'default'}", flush=True)
+                    name = f"proxy {engine or 'default'} {client or 'default'}"
+                    config = workdir / f"{name.replace(' ', '-')}.yaml"  # JSON is YAML
+                    server = {"host": "127.0.0.1", "http_port": port, **({"engine": engine} if engine else {}),
+                              **({"upstream_client": client} if client else {})}
                     config.write_text(json.dumps({
-                        "server": server, "log_level": args.log_level,
+                        "server": server, "log_level": args.log_level, "context": {"default_route": args.route},
                         **({} if args.keep_timers else timers_off),
                         # The admission limit is lifted, as in proxy_overhead.py (irrelevant for one client).
-                        "backends": [{"id": "sim", "endpoint": sim.url,
-                                      "characteristics": {"max_concurrent": 1024}}]}))
-                    target = Callgrind(f"ollama-proxy {args.route}{' ' + client if client else ''}",
-                                       [sys.executable, "-m", "ollama_proxy", "--config", str(config)], workdir, env)
-                    ready = f"http://127.0.0.1:{port}/health"
-                    path = "/proxy-context/auto/api/generate" if args.route == "auto" else "/api/generate"
+                        "backends": [{"id": f"sim{i}", "endpoint": sim.url,
+                                      "characteristics": {"max_concurrent": 1024}} for i in range(args.backends)]}))
+                    target = Callgrind(name, [sys.executable, "-m", "ollama_proxy", "--config", str(config)],
+                                       workdir, env)
+                    ready, path = f"http://127.0.0.1:{port}/health", "/api/generate"
                 elif system == "plain":
                     target = Callgrind("plain aiohttp passthrough",
                                        [sys.executable, str(HERE / "plain_passthrough.py"), str(port), sim.url],
@@ -301,6 +304,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--route", choices=("passthrough", "auto"), default="passthrough")
     parser.add_argument("--src", help="a src/ directory put first on the proxy's PYTHONPATH (another checkout)")
+    parser.add_argument("--backends", type=int, default=1, help="backends the proxy routes between (one simulator)")
+    parser.add_argument("--engines", default="", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+                        help="measure the proxy once per server.engine listed (fast, aiohttp); "
+                             "default: once, with the configured default")
     parser.add_argument("--upstream-clients", default="", type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
                         help="measure the proxy once per server.upstream_client listed (raw, aiohttp); "
                              "default: once, with the configured default")
@@ -321,13 +328,16 @@ def main() -> None:
         parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
     if set(args.upstream_clients) - {"raw", "aiohttp"}:
         parser.error("--upstream-clients takes raw and/or aiohttp")
-    if args.upstream_clients and "proxy" in args.systems:
+    if set(args.engines) - {"fast", "aiohttp"}:
+        parser.error("--engines takes fast and/or aiohttp")
+    if "proxy" in args.systems:
         at = args.systems.index("proxy")
-        args.systems[at:at + 1] = [f"proxy:{client}" for client in args.upstream_clients]
+        args.systems[at:at + 1] = [f"proxy:{engine}:{client}" for engine in args.engines or [""]
+                                   for client in args.upstream_clients or [""]]
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         sys.exit("bench/instructions.py needs valgrind (Debian package `valgrind`)")
     results = asyncio.run(run(args))
-    print(f"\nroute={args.route} requests={args.requests} chunks={args.chunks}x{args.streams} "
+    print(f"\nroute={args.route} backends={args.backends} requests={args.requests} chunks={args.chunks}x{args.streams} "
           f"(gap {args.chunk_gap_ms:g} ms) proxy log_level={args.log_level}")
     print(f"{'system':<30} {'instructions/request':>21} {'instructions/chunk':>19} {'idle Ir/s':>10} "
           f"{'s/request*':>11}")

@@ -1,17 +1,22 @@
 """What the proxy adds: direct-to-simulator vs through-the-proxy, measured in the same run.
 
-Not a test. Starts one simulator (instant profile), nginx (as bench/instructions.py configures it), a
-plain aiohttp passthrough and one proxy per `server.engine` (aiohttp, fast) as separate processes, then
-measures each in turn every round so all see the same machine state, and reports medians:
+Not a test. Runs one simulator in this process (instant: time_scale 0), starts nginx (as
+bench/instructions.py configures it), a plain aiohttp passthrough and one proxy per `server.engine` (aiohttp,
+fast) as separate processes, then measures each in turn every round so all see the same machine state, and
+reports medians:
 
   - added p50/p99 latency per non-streamed request (sequential, keep-alive)
   - requests/s at concurrency 32, both ways
-  - added time to first byte and added time per chunk on a streamed generate
-  - CPU time per request of each relay process (the proxies, nginx, the plain passthrough)
+  - added time to first byte and added time per chunk on an unpaced streamed generate (relay throughput)
+  - added per-chunk transit on a paced stream (`--chunk-gap-ms` between chunks): each line's arrival
+    time less the `created_at` the simulator stamped when it wrote the line, median over the lines
+  - CPU time per request of each relay process (the proxies, nginx, the plain passthrough), from
+    /proc/PID/task/*/schedstat (nanoseconds, every thread)
   - with `wrk` installed (Debian package `wrk`), the same latency and throughput from a C load
     generator, which does not compete with the servers for the two cores the way a Python client does
 
 Usage: python bench/proxy_overhead.py [--rounds 5] [--requests 400] [--route auto|passthrough] [--backends 2]
+                                     [--chunk-gap-ms 10] [--paced-chunks 50]
                                      [--engines aiohttp,fast] [--upstream-client raw|aiohttp] [--systems nginx,plain]
 """
 
@@ -19,8 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import os
 import re
 import shutil
 import socket
@@ -30,9 +35,12 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import aiohttp
+
+from ollama_proxy.sim import SimConfig, SimServer
 
 
 def free_port() -> int:
@@ -56,8 +64,12 @@ async def wait_ready(url: str, timeout_s: float = 30.0) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of every thread of `pid` (schedstat: nanoseconds, where /proc/PID/stat counts 10 ms ticks)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -101,6 +113,18 @@ async def streamed(session: aiohttp.ClientSession, url: str, body: bytes) -> tup
             if first is None:
                 first = time.perf_counter() - start
     return first or 0.0, time.perf_counter() - start, chunks
+
+
+async def transit(session: aiohttp.ClientSession, url: str, body: bytes) -> list[float]:
+    """Per line of a paced stream: arrival (wall clock) less the simulator's `created_at` for it."""
+    out = []
+    async with session.post(url, data=body) as r:
+        async for line in r.content:
+            arrived = time.time()
+            if line.strip():
+                stamp = json.loads(line)["created_at"]
+                out.append(arrived - datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
+    return out
 
 
 _WRK_LATENCY = re.compile(r"^\s*(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
@@ -166,13 +190,14 @@ def start_systems(args: argparse.Namespace, tmp: Path, sim_port: int) -> list[Sy
 
 async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """The medians over rounds of each figure, per system; every round measures every system in turn."""
-    sim_port = free_port()
     tmp = Path(tempfile.mkdtemp())
-    sim = subprocess.Popen([sys.executable, "-m", "ollama_proxy", "simulate", "--port", str(sim_port),
-                            "--models", "llama3.2", "--time-scale", "0",
-                            "--reply-tokens", f"{args.chunks},{args.chunks}"], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-    systems = start_systems(args, tmp, sim_port)
+    # In this process, so that its pace can be set for the paced-stream window alone (as bench/instructions.py).
+    async with SimServer(SimConfig(models=["llama3.2"], time_scale=0, reply_tokens=(args.chunks,) * 2)) as sim:
+        return await measure_all(args, tmp, sim)
+
+
+async def measure_all(args: argparse.Namespace, tmp: Path, sim: SimServer) -> dict[str, dict[str, float]]:
+    systems = start_systems(args, tmp, sim.port)
     try:
         for system in systems:
             await wait_ready(system.url + system.ready_path)
@@ -180,6 +205,9 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                             "options": {"num_predict": 1}}).encode()
         stream = json.dumps({"model": "llama3.2", "prompt": "Tell a story", "stream": True,
                              "options": {"num_predict": args.chunks}}).encode()
+        paced = json.dumps({"model": "llama3.2", "prompt": "Tell a story", "stream": True,
+                            "options": {"num_predict": args.paced_chunks}}).encode()
+        pace = args.chunk_gap_ms / 1000 * sim.state.config.hardware.tokens_per_s
         results: dict[str, dict[str, list[float]]] = {s.name: {} for s in systems}
 
         def note(system: System, what: str, value: float) -> None:
@@ -202,6 +230,11 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                     ttfb, total, chunks = zip(*[await streamed(session, url, stream) for _ in range(5)], strict=True)
                     note(system, "ttfb_us", statistics.median(ttfb) * 1e6)
                     note(system, "per_chunk_us", statistics.median(total) * 1e6 / max(1, chunks[0]))
+                    sim.state.config.time_scale = pace
+                    try:
+                        note(system, "transit_us", statistics.median(await transit(session, url, paced)) * 1e6)
+                    finally:
+                        sim.state.config.time_scale = 0.0
             if shutil.which("wrk"):
                 script = tmp / "post.lua"
                 script.write_text(f"wrk.method = 'POST'\nwrk.body = [[{small.decode()}]]\n"
@@ -225,8 +258,6 @@ async def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             if system.process is not None:
                 system.process.terminate()
                 system.process.wait(timeout=10)
-        sim.terminate()
-        sim.wait(timeout=10)
 
 
 def report(medians: dict[str, dict[str, float]]) -> list[str]:
@@ -234,7 +265,9 @@ def report(medians: dict[str, dict[str, float]]) -> list[str]:
     direct = medians["direct"]
     rows = [("p50 added, Python client (µs)", "p50_us", "added"), ("p99 added, Python client (µs)", "p99_us", "added"),
             ("req/s c=32, Python client (x direct)", "rps_c32", "ratio"),
-            ("time to first byte added (µs)", "ttfb_us", "added"), ("per chunk added (µs)", "per_chunk_us", "added"),
+            ("time to first byte added (µs)", "ttfb_us", "added"),
+            ("per chunk added, unpaced (µs)", "per_chunk_us", "added"),
+            ("per-chunk transit added, paced (µs)", "transit_us", "added"),
             ("CPU per request, sequential (µs)", "cpu_us", "own"),
             ("p50 added, wrk -c1 (µs)", "wrk_p50_us", "added"), ("p99 added, wrk -c1 (µs)", "wrk_p99_us", "added"),
             ("req/s c=32, wrk (x direct)", "wrk_rps_c32", "ratio"),
@@ -267,6 +300,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--chunks", type=int, default=200)
+    parser.add_argument("--paced-chunks", type=int, default=50, help="lines of the paced stream")
+    parser.add_argument("--chunk-gap-ms", type=float, default=10.0, help="the simulator's pace for the paced stream")
     parser.add_argument("--route", choices=("passthrough", "auto"), default="passthrough")
     parser.add_argument("--backends", type=int, default=1, help="backends the proxy routes between (one simulator)")
     parser.add_argument("--engines", default="aiohttp,fast", type=lambda s: [x.strip() for x in s.split(",") if x],

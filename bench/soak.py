@@ -7,6 +7,8 @@ Not a test. Starts one simulator and the proxy in front of it as separate proces
   - errors per round (non-200 status, a stream without its final done line, an error line,
     a broken connection), with the first few messages
   - p50/p99 time to first byte and total time per stream
+  - the proxy's peak RSS while the streams are open, less its RSS before the round, per open stream
+  - the proxy's CPU time (user + system) per streamed chunk received, over each round
   - the proxy's RSS (VmRSS) and open descriptors before the first round and after the last one
     (after a short settle), and its sockets by kind: client side, upstream (to the simulator,
     kept alive for reuse), listening
@@ -16,7 +18,10 @@ stream in parallel (`--num-parallel`) and the proxy's `characteristics.max_concu
 `router.queue.max_length` are raised to the stream count. Stops by itself (about a minute with
 the defaults, 2 cores); exits 1 if any stream failed or client-side sockets were left open.
 
+`--engine` and `--upstream-client` choose the proxy's `server.engine` and `server.upstream_client`.
+
 Usage: python bench/soak.py [--streams 1000] [--rounds 3] [--tokens 30,60] [--time-scale 0.25]
+                            [--engine fast|aiohttp] [--upstream-client raw|aiohttp]
 """
 
 from __future__ import annotations
@@ -110,6 +115,11 @@ def descriptors(pid: int, proxy_port: int, sim_port: int) -> dict[str, int]:
     return {k: kinds.get(k, 0) for k in ("fds", "client_sockets", "upstream_sockets", "listening", "other_sockets")}
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -126,7 +136,10 @@ class Round:
     wall_s: float = 0.0
     peak_fds: int = 0
     peak_client_sockets: int = 0
+    peak_rss_mib: float = 0.0
     rss_after_mib: float = 0.0
+    chunks: int = 0
+    cpu_s: float = 0.0
 
     def fail(self, kind: str, detail: str) -> None:
         self.errors[kind] += 1
@@ -148,6 +161,7 @@ async def one_stream(session: aiohttp.ClientSession, url: str, body: bytes, resu
                     first = time.perf_counter() - start
                 if line.strip():
                     last = line
+                    result.chunks += 1
     except (aiohttp.ClientError, TimeoutError) as exc:
         result.fail(type(exc).__name__, str(exc))
         return
@@ -171,6 +185,7 @@ async def watch(pid: int, proxy_port: int, sim_port: int, result: Round, stop: a
         now = descriptors(pid, proxy_port, sim_port)
         result.peak_fds = max(result.peak_fds, now["fds"])
         result.peak_client_sockets = max(result.peak_client_sockets, now["client_sockets"])
+        result.peak_rss_mib = max(result.peak_rss_mib, rss_mib(pid))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.25)
 
@@ -180,7 +195,9 @@ async def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="soak-"))
     config = tmp / "proxy.yaml"
     config.write_text(json.dumps({
-        "server": {"http_port": proxy_port, "max_connections": max(2048, 2 * args.streams + 64)},
+        "server": {"http_port": proxy_port, "max_connections": max(2048, 2 * args.streams + 64),
+                   **({"engine": args.engine} if args.engine else {}),
+                   **({"upstream_client": args.upstream_client} if args.upstream_client else {})},
         "log_level": "WARNING",
         "router": {"queue": {"max_length": args.streams, "max_wait_ms": 600_000}},
         "backends": [{"id": "sim", "endpoint": f"http://127.0.0.1:{sim_port}",
@@ -213,9 +230,11 @@ async def run(args: argparse.Namespace) -> int:
             connector = aiohttp.TCPConnector(limit=0)
             timeout = aiohttp.ClientTimeout(total=args.timeout)
             started = time.perf_counter()
+            cpu_before = cpu_seconds(proxy.pid)
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                 await asyncio.gather(*(one_stream(session, url, body, result) for _ in range(args.streams)))
             result.wall_s = time.perf_counter() - started
+            result.cpu_s = cpu_seconds(proxy.pid) - cpu_before
             stop.set()
             await watcher
             result.rss_after_mib = rss_mib(proxy.pid)
@@ -237,14 +256,17 @@ async def run(args: argparse.Namespace) -> int:
 
     ms = 1000.0
     print(f"soak: {args.rounds} round(s) x {args.streams} concurrent streams, tokens {args.tokens}, "
-          f"time_scale {args.time_scale}")
+          f"time_scale {args.time_scale}, engine {args.engine or 'default'}, "
+          f"upstream client {args.upstream_client or 'default'}")
     print(f"{'round':>5} {'ok':>6} {'errors':>6} {'ttfb p50':>9} {'ttfb p99':>9} {'total p50':>10} "
-          f"{'total p99':>10} {'wall s':>7} {'peak fds':>9} {'peak clients':>12} {'RSS MiB':>8}")
+          f"{'total p99':>10} {'wall s':>7} {'peak fds':>9} {'peak clients':>12} {'RSS MiB':>8} "
+          f"{'KiB/stream':>10} {'CPU µs/chunk':>12}")
     for i, r in enumerate(rounds, 1):
         print(f"{i:>5} {len(r.total):>6} {sum(r.errors.values()):>6} {percentile(r.ttfb, .5) * ms:>7.0f}ms "
               f"{percentile(r.ttfb, .99) * ms:>7.0f}ms {percentile(r.total, .5) * ms:>8.0f}ms "
               f"{percentile(r.total, .99) * ms:>8.0f}ms {r.wall_s:>7.1f} {r.peak_fds:>9} {r.peak_client_sockets:>12} "
-              f"{r.rss_after_mib:>8.1f}")
+              f"{r.rss_after_mib:>8.1f} {(r.peak_rss_mib - rss_before) * 1024 / args.streams:>10.1f} "
+              f"{r.cpu_s / max(1, r.chunks) * 1e6:>12.1f}")
     all_ttfb = [t for r in rounds for t in r.ttfb]
     all_total = [t for r in rounds for t in r.total]
     errors: Counter[str] = Counter()
@@ -291,6 +313,9 @@ def main() -> None:
     parser.add_argument("--time-scale", type=float, default=0.25,
                         help="the simulator's time scale; cpu profile, 8 tokens/s at 1.0")
     parser.add_argument("--timeout", type=float, default=120.0, help="per-stream client timeout, seconds")
+    parser.add_argument("--engine", choices=("fast", "aiohttp"), help="server.engine (default: the proxy's)")
+    parser.add_argument("--upstream-client", choices=("raw", "aiohttp"),
+                        help="server.upstream_client (default: the proxy's)")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds to wait before the final readings")
     args = parser.parse_args()
     # Each stream is a client socket here and in the proxy, and an upstream socket in the proxy and the simulator.
