@@ -18,7 +18,13 @@ from ollama_proxy.config.schema import ContextConfig
 from ollama_proxy.core.context.calibration import Calibrator, Truncation, judge_truncation
 from ollama_proxy.core.context.counting import CachedCounter, PromptCount, count_prompt, prompt_parts
 from ollama_proxy.core.context.model_facts import trained_context_length
-from ollama_proxy.core.context.sizing import SizeDecision, choose_num_ctx, reply_tokens, required_tokens
+from ollama_proxy.core.context.sizing import (
+    SizeDecision,
+    SizingPolicy,
+    choose_num_ctx,
+    reply_tokens,
+    required_tokens,
+)
 from ollama_proxy.core.context.tokenizer import TokenizerUnavailable, build_tokenizer
 from ollama_proxy.core.lru import LruCache
 from ollama_proxy.core.ollama_api import canonical_model
@@ -53,6 +59,9 @@ class Sizing:
 class ContextService:
     def __init__(self, config: ContextConfig, pool: BackendPool, tasks: TaskSet) -> None:
         self.config = config
+        # Copied out of the pydantic model once: read on every request.
+        self._policy = SizingPolicy.of(config)
+        self._exact_tokenizer, self._truncation_ratio = config.exact_tokenizer, config.truncation_ratio
         self._pool = pool
         self._tasks = tasks
         self.calibrator = Calibrator(truncation_ratio=config.truncation_ratio)
@@ -80,7 +89,7 @@ class ContextService:
         key = canonical_model(model)
         parts = prompt_parts(body)
         estimate, overhead = self.calibrator.counting(key)
-        exact = self._counter_for(key, backend_hint) if self.config.exact_tokenizer else None
+        exact = self._counter_for(key, backend_hint) if self._exact_tokenizer else None
         if exact is None:
             return Sizing(key, count_prompt(parts, estimate=estimate, overhead=overhead))
         counter, lock = exact
@@ -96,7 +105,7 @@ class ContextService:
         """Tokens the request needs, before any backend is chosen (routing prefers one that fits);
         kept on `sizing` with the reply budget, for `size`."""
         sizing.reply = reply = self.reply_budget(operation, body)
-        sizing.required = required = required_tokens(self.config, sizing.count.tokens, reply)
+        sizing.required = required = required_tokens(self._policy, sizing.count.tokens, reply)
         return required
 
     @staticmethod
@@ -112,7 +121,7 @@ class ContextService:
         if model_max is _UNKNOWN:
             model_max = await self._model_max(backend, model)
         decision = choose_num_ctx(
-            self.config, input_tokens=count.tokens, reply=sizing.reply, count_method=count.method,
+            self._policy, input_tokens=count.tokens, reply=sizing.reply, count_method=count.method,
             model_max=model_max, loaded_context=backend.loaded.get(model), forced_size=forced,
             required=sizing.required)
         options = body.get("options")
@@ -136,10 +145,10 @@ class ContextService:
         evaluated = final.get("prompt_eval_count")
         if not isinstance(evaluated, int):
             return None
-        num_ctx = sizing.decision.num_ctx if sizing.decision else None
-        truncation = judge_truncation(sizing.count, evaluated, num_ctx, self.config.truncation_ratio)
+        num_ctx = sizing.decision.num_ctx if sizing.decision is not None else None
+        truncation = judge_truncation(sizing.count, evaluated, num_ctx, self._truncation_ratio)
         self.calibrator.observe(sizing.model, sizing.count, evaluated, num_ctx, truncation)
-        if truncation:
+        if truncation.truncated:
             self.truncations += 1
             log.warning("Ollama evaluated fewer prompt tokens than were sent: model=%s backend=%s counted=%d "
                         "prompt_eval_count=%d num_ctx=%s (%s)", sizing.model, backend.id, sizing.count.tokens,
@@ -167,7 +176,7 @@ class ContextService:
     def _counter_for(self, model: str, backend: Backend | None) -> tuple[CachedCounter, asyncio.Lock] | None:
         if backend is None or not backend.is_ollama:
             return None
-        digest = backend.digest_of(model)
+        digest = backend.digests.get(model)  # `model` is canonical already
         if digest is None:
             return None
         if digest in self._counters:

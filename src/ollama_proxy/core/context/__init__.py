@@ -34,6 +34,7 @@ from ollama_proxy.core.context.sizing import (
     ContextPolicy,
     SizeDecision,
     SizeReason,
+    SizingPolicy,
     choose_num_ctx,
     reply_tokens,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "PromptParts",
     "SizeDecision",
     "SizeReason",
+    "SizingPolicy",
     "TemplateOverhead",
     "TokenizerUnavailable",
     "Truncation",

@@ -84,7 +84,7 @@ def judge_truncation(count: PromptCount, prompt_eval_count: int, num_ctx: int | 
     half of it, dropping old messages usually more), or the estimate itself did not fit the window.
     """
     verdict = detect_truncation(count.tokens, prompt_eval_count, ratio)
-    if not verdict or count.method is CountMethod.EXACT or num_ctx is None:
+    if not verdict.truncated or count.method is CountMethod.EXACT or num_ctx is None:
         return verdict
     if count.tokens >= num_ctx or prompt_eval_count >= _TRUNCATION_ZONE * num_ctx:
         return verdict
@@ -159,10 +159,10 @@ class Calibrator:
             truncation = judge_truncation(count, prompt_eval_count, num_ctx, self._truncation_ratio)
         if count.method is CountMethod.EXACT:
             # An exact count is judged as `detect_truncation` would.
-            if truncation:
+            if truncation.truncated:
                 return Observation(False, "looks truncated")
             return self._observe_overhead(model, count, prompt_eval_count)
-        if truncation:
+        if truncation.truncated:
             return Observation(False, "may be truncated")
         return self._observe_ratio(model, count, prompt_eval_count)
 

@@ -45,9 +45,6 @@ class TemplateOverhead:
     per_message: float = 5.0
     fixed: int = 6
 
-    def tokens(self, messages: int) -> int:
-        return self.fixed + math.ceil(self.per_message * messages)
-
 
 # Plain, not frozen: calibration builds one on every answer it learns from.
 @dataclass(slots=True)
@@ -56,9 +53,6 @@ class CharEstimate:
 
     chars_per_token: float = DEFAULT_CHARS_PER_TOKEN
     method: CountMethod = CountMethod.HEURISTIC
-
-    def tokens(self, chars: int) -> int:
-        return math.ceil(chars / self.chars_per_token)
 
 
 _CHARS_PER_4 = CharEstimate()
@@ -72,10 +66,6 @@ class PromptParts:
     texts: tuple[str, ...]
     images: int
     messages: int
-
-    @property
-    def chars(self) -> int:
-        return sum(map(len, self.texts))
 
 
 # Plain, not frozen: built on every request, and a frozen dataclass costs four times as much to build.
@@ -169,8 +159,8 @@ def count_prompt(
     estimate: CharEstimate = _CHARS_PER_4,
     overhead: TemplateOverhead = TemplateOverhead(),
 ) -> PromptCount:
-    """Count `parts` exactly when a tokenizer's `CachedCounter` is given, else with `estimate`."""
-    # The small helpers (`chars`, `tokens`) are inlined: this runs on every request.
+    """Count `parts` exactly when a tokenizer's `CachedCounter` is given, else with `estimate`: text
+    tokens, `overhead.fixed` plus `overhead.per_message` per message, `IMAGE_TOKENS` per image."""
     texts, messages = parts.texts, parts.messages
     chars = sum(map(len, texts))
     if exact is not None:

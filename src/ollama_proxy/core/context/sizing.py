@@ -46,6 +46,22 @@ class ContextPolicy(Protocol):
     def default_reply_tokens(self) -> int: ...
 
 
+@dataclass(frozen=True, slots=True)
+class SizingPolicy:
+    """A plain copy of a `ContextPolicy`, taken once per configuration: reading a pydantic model's field
+    costs several times a slot's, and every request reads four."""
+
+    sizes: tuple[int, ...]
+    system_overhead_tokens: int
+    safety_margin_tokens: int
+    default_reply_tokens: int
+
+    @classmethod
+    def of(cls, policy: ContextPolicy) -> SizingPolicy:
+        return cls(policy.sizes, policy.system_overhead_tokens, policy.safety_margin_tokens,
+                   policy.default_reply_tokens)
+
+
 # Plain, not frozen: built on every request, and a frozen dataclass costs four times as much to build.
 @dataclass(slots=True)
 class SizeDecision:
