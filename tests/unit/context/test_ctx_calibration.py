@@ -11,6 +11,7 @@ from ollama_proxy.core.context import (
     Calibrator,
     CountMethod,
     TemplateOverhead,
+    Truncation,
     count_prompt,
     detect_truncation,
     prompt_parts,
@@ -65,6 +66,17 @@ def test_truncated_responses_are_not_learned() -> None:
     assert not observation.accepted
     assert "truncated" in observation.reason
     assert calibrator.estimate("m").method is CountMethod.HEURISTIC
+
+
+def test_a_verdict_given_by_the_caller_is_not_judged_again() -> None:
+    """The service judges truncation once per answer and hands the verdict over: the calibrator
+    follows it even where its own judgement (with its own ratio) would differ."""
+    count = count_prompt(prompt_parts(_chat(8000)))  # ~2000 tokens by chars/4
+    calibrator = Calibrator()
+    cut = Truncation(True, count.tokens, 1900)
+    assert not calibrator.observe("m", count, 1900, num_ctx=4096, truncation=cut).accepted
+    assert calibrator.estimate("m").method is CountMethod.HEURISTIC
+    assert calibrator.observe("m", count, 1900, num_ctx=4096).accepted
 
 
 def test_dense_text_far_below_the_window_is_learned() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from ollama_proxy.config.schema import ContextConfig
-from ollama_proxy.core.context import CountMethod, SizeReason, choose_num_ctx, reply_tokens
+from ollama_proxy.core.context import CountMethod, SizeReason, SizingPolicy, choose_num_ctx, reply_tokens
 
 # Overhead 100 + margin 200 + reply 0: required = input + 300. Sizes up to 32K, so "largest" is near.
 POLICY = ContextConfig(sizes=(2048, 4096, 8192, 16384, 32768), system_overhead_tokens=100,
@@ -31,9 +31,11 @@ POLICY = ContextConfig(sizes=(2048, 4096, 8192, 16384, 32768), system_overhead_t
     pytest.param(90_000, None, 65536, 65536, SizeReason.REUSED_LOADED, True, id="never-shrink-even-if-short"),
     pytest.param(40_000, None, 8192, 32768, SizeReason.EXCEEDS_LARGEST, True, id="grow-to-largest"),
 ])
+# The service decides with a plain copy of the settings: it must decide as the settings do.
+@pytest.mark.parametrize("policy", [POLICY, SizingPolicy.of(POLICY)], ids=["settings", "copy"])
 def test_choose(input_tokens: int, model_max: int | None, loaded: int | None, num_ctx: int,
-                reason: SizeReason, exceeds: bool) -> None:
-    decision = choose_num_ctx(POLICY, input_tokens=input_tokens, reply=0, count_method=CountMethod.EXACT,
+                reason: SizeReason, exceeds: bool, policy: ContextConfig | SizingPolicy) -> None:
+    decision = choose_num_ctx(policy, input_tokens=input_tokens, reply=0, count_method=CountMethod.EXACT,
                               model_max=model_max, loaded_context=loaded)
     assert (decision.num_ctx, decision.reason, decision.exceeds_largest) == (num_ctx, reason, exceeds)
     assert decision.required == input_tokens + 300
