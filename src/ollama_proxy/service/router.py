@@ -97,7 +97,8 @@ class Router:
         self.on_mode_change()
 
     def decide(self, request: RouteRequest) -> RoutingDecision:
-        mode, _ = self.effective_mode()
+        # A set mode needs no resolving, nor the text explaining it (GET /efficiency's).
+        mode = self.set_mode if self.set_mode is not EfficiencyMode.AUTO else self.effective_mode()[0]
         cap = self.config.router.ultra_efficiency_max_watts if POLICIES[mode].power_capped else None
         single = self._single
         if single is not None and request.target is None and request.max_latency_ms is None \

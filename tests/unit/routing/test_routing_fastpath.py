@@ -14,13 +14,23 @@ import pytest
 from ollama_proxy.core.admission import Priority
 from ollama_proxy.core.modes import POLICIES, EfficiencyMode
 from ollama_proxy.core.routing import explain
-from ollama_proxy.core.routing.fleet import ELIGIBLE, NO_MODEL, NOT_REPORTED, OVER_LATENCY, OVER_POWER, POWER_CAP
+from ollama_proxy.core.routing.fleet import (
+    ELIGIBLE,
+    NO_MODEL,
+    NOT_REPORTED,
+    OVER_LATENCY,
+    OVER_POWER,
+    POWER_CAP,
+    Fleet,
+    Load,
+)
 from ollama_proxy.core.routing.latency import default_service_ms, estimate_latency_ms, expected_reply_tokens, queue_wait
 from ollama_proxy.core.routing.select import (
     TIE_MARGIN,
     BackendScore,
     RoutingDecision,
     _shifted,
+    select,
     select_backend,
 )
 from ollama_proxy.core.routing.state import (
@@ -247,6 +257,28 @@ def test_fast_selection_decides_as_the_reference(seed: int) -> None:
         reference = _outcome(reference_select, request, views, mode, weights, reference_rng, cap)
         assert fast == reference, (request, views)
         assert fast_rng.random() == reference_rng.random()
+
+
+@pytest.mark.parametrize("seed", [pytest.param(s, id=f"seed-{s}") for s in range(6)])
+def test_a_kept_fleet_decides_as_the_reference_request_after_request(seed: int) -> None:
+    """As the router keeps its `Fleet` between requests: the columns, totals and ranking it keeps
+    from one decision must never leak into a different one (requests repeat, so they are reused)."""
+    rng = random.Random(seed)
+    for _ in range(20):
+        views = _random_fleet(rng)
+        fleet, load = Fleet(views), Load.of(views)
+        asked = [_random_request(rng, views) for _ in range(3)]
+        for _ in range(15):
+            request = rng.choice(asked)
+            mode = rng.choice(list(EfficiencyMode))
+            weights = rng.choice([None, Weights(power=1.0)])
+            cap = rng.choice([None, 10.0])
+            tie_seed = rng.random()
+            fast_rng, reference_rng = random.Random(tie_seed), random.Random(tie_seed)
+            fast = _outcome(select, request, fleet, load, mode, weights, rng=fast_rng, power_cap_w=cap)
+            reference = _outcome(reference_select, request, views, mode, weights, reference_rng, cap)
+            assert fast == reference, (request, views)
+            assert fast_rng.random() == reference_rng.random()
 
 
 def test_the_random_fleets_cover_every_path() -> None:

@@ -42,6 +42,7 @@ WHY = {"latency": "faster", "power": "lower power", "load": "less busy", "therma
        "context_fit": "loaded context fits", "health": "breaker closed"}
 
 _FAILOVER = "failover; "
+_MODE_TOKENS = {mode: f"mode-{mode.value}" for mode in EfficiencyMode}
 
 
 def ascii_text(text: str) -> str:
@@ -50,7 +51,7 @@ def ascii_text(text: str) -> str:
 
 
 def mode_token(mode: EfficiencyMode) -> str:
-    return f"mode-{mode.value}"
+    return _MODE_TOKENS[mode]
 
 
 def fastest_token(request: RouteRequest, mode: EfficiencyMode) -> str:

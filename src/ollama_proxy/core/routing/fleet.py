@@ -250,11 +250,16 @@ class Fleet:
         self._models: dict[str | None, ModelColumns] = {}
         self._latency: dict[tuple[str, SampleKind], LatencyColumns] = {}
         self._weighted: dict[int, tuple[Weights, WeightedColumns]] = {}
-        self._ready: dict[tuple[str, SampleKind, int | None], tuple[LatencyColumns, np.ndarray, np.ndarray]] = {}
+        self._ready: dict[tuple[str, SampleKind, int | None],
+                          tuple[LatencyColumns, np.ndarray, np.ndarray, float]] = {}
         # Selection's weighted totals with nothing in flight, per (id of the weights, model, kind,
         # context); an entry holds what it was computed from, so a changed input is seen by identity.
         self.idle_totals: dict[tuple[int, str | None, SampleKind, int | None],
                                tuple[Weights, np.ndarray, np.ndarray, np.ndarray]] = {}
+        # Selection's last ranking, with the arrays (totals, estimates, eligible rows) and the rules
+        # it was read from: the next decision with the same ones ranks alike.
+        self.last_ranking: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], tuple[bool, float],
+                                 tuple[np.ndarray, list[int], list[str], int]] | None = None
 
     def __len__(self) -> int:
         return len(self.views)
@@ -313,16 +318,19 @@ class Fleet:
             return self.avg_latency_ms.item(row), self._configured_latency.service_ms.item(row)
         return stats.ttft_ms, stats.service_ms
 
-    def ready(self, model: str, context_tokens: int | None,
-              kind: SampleKind = SampleKind.GENERATION) -> tuple[np.ndarray, np.ndarray]:
-        """(fits, time to first token with the load where it does not fit) per row, nobody waiting;
-        kept until the learned numbers for `model` change."""
+    def ready(self, model: str, context_tokens: int | None, kind: SampleKind = SampleKind.GENERATION,
+              reply_tokens: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """(fits, time until answered with the load where it does not fit and `reply_tokens` at the
+        learned speed) per row, nobody waiting; kept until the learned numbers for `model` change."""
         latency = self.latency(model, kind)
         key = (model, kind, context_tokens)
         cached = self._ready.get(key)
-        if cached is None or cached[0] is not latency:
+        if cached is None or cached[0] is not latency or cached[3] != reply_tokens:
             fits = self.for_model(model).fits(context_tokens)
-            cached = self._ready[key] = (latency, fits, latency.ttft_ms + (1.0 - fits) * latency.load_ms)
+            ready = latency.ttft_ms + (1.0 - fits) * latency.load_ms
+            if reply_tokens:
+                ready = ready + reply_tokens * latency.ms_per_token
+            cached = self._ready[key] = (latency, fits, ready, reply_tokens)
         return cached[1], cached[2]
 
     def weighted(self, w: Weights) -> WeightedColumns:

@@ -123,26 +123,7 @@ def select(request: RouteRequest, fleet: Fleet, load: Load, mode: EfficiencyMode
     w = _shifted(weights or weights_for(mode), request.wants_low_latency, request.power_efficient)
     table = _ScoreTable(fleet, screen, request, load, w)
     fastest = (policy.fastest or request.wants_low_latency) and not request.power_efficient
-    rows, tied = eligible, 1
-    if len(eligible) > 1:
-        whole = len(eligible) == len(fleet)
-        scored = table.total if whole else table.total[eligible]
-        if fastest:
-            estimated = screen.estimates if whole else screen.estimates[eligible]
-            order = np.lexsort((-scored, estimated))
-            # Read element by element: the ties, if any, are a short prefix.
-            first, top = order.item(0), scored.item(order.item(0))
-            while (tied < len(order) and estimated.item(order.item(tied)) == estimated.item(first)
-                   and top - scored.item(order.item(tied)) <= tie_margin):
-                tied += 1
-        else:
-            order = (-scored).argsort(kind="stable")
-            ranked_scores = scored[order].tolist()
-            # Sorted high to low, the near-ties are a prefix of the ranking.
-            while tied < len(order) and ranked_scores[0] - ranked_scores[tied] <= tie_margin:
-                tied += 1
-        rows = eligible[order]
-    ranked = rows.tolist()
+    rows, ranked, names, tied = _rank(fleet, table, screen, fastest, tie_margin)
     pick, by_priority = 0, False
     if tied > 1 and fleet.one_priority:
         pick = rng.choice(range(tied))
@@ -155,8 +136,7 @@ def select(request: RouteRequest, fleet: Fleet, load: Load, mode: EfficiencyMode
     if not fastest and screen.wait is not None and len(ranked) > 1:
         spilled, pick = _spill(ranked, pick, screen, policy.patience_ms)
     chosen = ranked[pick]
-    # Indexed by the array, not the list: numpy would convert a hundred-element list first.
-    alternatives = fleet.id_array[rows].tolist()
+    alternatives = list(names)
     del alternatives[pick]
     if request.target is not None:
         reason = f"target; X-Target-Backend {fleet.ids[chosen]}"
@@ -195,6 +175,41 @@ def fail_over(decision: RoutingDecision, failed: str, why: str, *, power_w: floa
                    estimated_latency_ms=score.estimated_latency_ms if score else decision.estimated_latency_ms,
                    estimated_power_w=power_w, reason=explain.failed_over(decision.reason, failed, why),
                    warnings=())
+
+
+def _rank(fleet: Fleet, table: _ScoreTable, screen: _Screen, fastest: bool,
+          tie_margin: float) -> tuple[np.ndarray, list[int], list[str], int]:
+    """(rows best first, the same as a list, their ids, how many lead tied); the fleet keeps the
+    last one, as decisions in a row with nothing changed read the same arrays."""
+    eligible = screen.eligible
+    arrays = (table.total, screen.estimates, eligible)
+    last = fleet.last_ranking
+    if (last is not None and last[1] == (fastest, tie_margin)
+            and all(a is b for a, b in zip(last[0], arrays, strict=True))):
+        return last[2]
+    rows, tied = eligible, 1
+    if len(eligible) > 1:
+        whole = len(eligible) == len(fleet)
+        scored = table.total if whole else table.total[eligible]
+        if fastest:
+            estimated = screen.estimates if whole else screen.estimates[eligible]
+            order = np.lexsort((-scored, estimated))
+            # Read element by element: the ties, if any, are a short prefix.
+            first, top = order.item(0), scored.item(order.item(0))
+            while (tied < len(order) and estimated.item(order.item(tied)) == estimated.item(first)
+                   and top - scored.item(order.item(tied)) <= tie_margin):
+                tied += 1
+        else:
+            order = (-scored).argsort(kind="stable")
+            ranked_scores = scored[order].tolist()
+            # Sorted high to low, the near-ties are a prefix of the ranking.
+            while tied < len(order) and ranked_scores[0] - ranked_scores[tied] <= tie_margin:
+                tied += 1
+        rows = eligible[order]
+    # Indexed by the array, not the list: numpy would convert a hundred-element list first.
+    ranking = rows, rows.tolist(), fleet.id_array[rows].tolist(), tied
+    fleet.last_ranking = arrays, (fastest, tie_margin), ranking
+    return ranking
 
 
 @lru_cache(maxsize=64)
@@ -251,10 +266,9 @@ class _Screen:
         if request.model is None:
             self.fits, self.estimates = model.resident, self.first_token
         else:
-            self.fits, ready = fleet.ready(request.model, request.context_tokens, request.kind)
-            if latency.timed and request.kind is SampleKind.GENERATION:
-                reply = expected_reply_tokens(request.reply_tokens, fleet.typical_reply_tokens(request.model))
-                ready = ready + reply * latency.ms_per_token
+            reply = (expected_reply_tokens(request.reply_tokens, fleet.typical_reply_tokens(request.model))
+                     if latency.timed and request.kind is SampleKind.GENERATION else 0.0)
+            self.fits, ready = fleet.ready(request.model, request.context_tokens, request.kind, reply)
             self.estimates = ready if self.wait is None else ready + self.wait
         self.warnings: list[str] = []
         why = model.exclusion
@@ -370,10 +384,19 @@ class _ScoreTable(Mapping[str, BackendScore]):
         if cached is not None and cached[0] is w and cached[1] is latency and cached[2] is fits:
             self.total: np.ndarray = cached[3]
         else:
-            # Term by term in `FACTORS` order, as `sum` over one backend's factors adds them.
-            total = (v[0] * latency + static.power_term + busy_term + static.thermal_term + static.noise_term
-                     + static.priority_term + v[6] * model.resident + v[7] * fits + static.health_term)
-            self.total = total / w.total
+            # Term by term in `FACTORS` order, as `sum` over one backend's factors adds them; in place,
+            # into the one new array, as each temporary would cost an allocation.
+            total = v[0] * latency
+            total += static.power_term
+            total += busy_term
+            total += static.thermal_term
+            total += static.noise_term
+            total += static.priority_term
+            total += v[6] * model.resident
+            total += v[7] * fits
+            total += static.health_term
+            total /= w.total
+            self.total = total
             if load.idle:
                 fleet.idle_totals[key] = (w, latency, fits, self.total)
         self.factors = (latency, static.power, busy, fleet.thermal, fleet.noise, fleet.priority, model.resident,
