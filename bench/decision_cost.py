@@ -149,7 +149,8 @@ def instructions(part: str, warm: int, count: int) -> float:
             out = Path(tmp) / f"callgrind.{part}.{n}"
             subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--log-file=/dev/null",
                             sys.executable, __file__, "--part", part, "--warm", str(warm), "--count", str(n)],
-                           check=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+                           # numpy's OpenBLAS worker threads add a varying count (±5 k) otherwise.
+                           check=True, env={**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"})
             found = _TOTALS.search(out.read_bytes())
             if found is None:
                 raise RuntimeError(f"no totals in {out}")
