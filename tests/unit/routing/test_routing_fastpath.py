@@ -1,6 +1,7 @@
-"""The vectorised selection decides exactly as the straightforward one-backend-at-a-time reading of
-the rules (kept here as the oracle) on random fleets: same pick, failover order, estimates, reason,
-warnings, scores, exclusions, refusals and rng consumption."""
+"""Both passes of the selection (`scalar.py` for small fleets, `vector.py`'s numpy columns for large
+ones) decide exactly as the straightforward one-backend-at-a-time reading of the rules (kept here as
+the oracle) on random fleets: same pick, failover order, estimates, reason, warnings, scores,
+exclusions, refusals and rng consumption."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from ollama_proxy.core.admission import Priority
 from ollama_proxy.core.modes import POLICIES, EfficiencyMode
 from ollama_proxy.core.routing import explain
+from ollama_proxy.core.routing import select as selection
 from ollama_proxy.core.routing.fleet import (
     ELIGIBLE,
     NO_MODEL,
@@ -242,8 +244,15 @@ def _outcome(decide: Callable[..., RoutingDecision], *args: object, **kwargs: ob
             dict(d.scores), dict(d.excluded), len(d.scores), len(d.excluded), d.warnings)
 
 
+@pytest.fixture(params=["scalar", "vector"])
+def selection_pass(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every fleet screened by one pass: the random fleets (0-14 backends) straddle the crossover."""
+    monkeypatch.setattr(selection, "SCALAR_UP_TO", 1_000 if request.param == "scalar" else 0)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("seed", [pytest.param(s, id=f"seed-{s}") for s in range(12)])
-def test_fast_selection_decides_as_the_reference(seed: int) -> None:
+def test_fast_selection_decides_as_the_reference(seed: int, selection_pass: str) -> None:
     rng = random.Random(seed)
     for _ in range(100):
         views = _random_fleet(rng)
@@ -260,7 +269,7 @@ def test_fast_selection_decides_as_the_reference(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", [pytest.param(s, id=f"seed-{s}") for s in range(6)])
-def test_a_kept_fleet_decides_as_the_reference_request_after_request(seed: int) -> None:
+def test_a_kept_fleet_decides_as_the_reference_request_after_request(seed: int, selection_pass: str) -> None:
     """As the router keeps its `Fleet` between requests: the columns, totals and ranking it keeps
     from one decision must never leak into a different one (requests repeat, so they are reused)."""
     rng = random.Random(seed)

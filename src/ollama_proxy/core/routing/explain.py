@@ -27,9 +27,7 @@ Pure text: selection (`select.py`) hands over the numbers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
-import numpy as np
+from collections.abc import Collection, Mapping, Sequence
 
 from ollama_proxy.core.modes import EfficiencyMode
 from ollama_proxy.core.routing.fleet import OVER_LATENCY, OVER_POWER, POWER_CAP
@@ -90,7 +88,7 @@ def failed_over(reason: str, failed: str, why: str) -> str:
     return f"{_FAILOVER}failed over from {failed} ({why}); {rest}"
 
 
-def rejection(request: RouteRequest, excluded: Mapping[str, str], codes: np.ndarray, model_nowhere: bool,
+def rejection(request: RouteRequest, excluded: Mapping[str, str], codes: Collection[int], model_nowhere: bool,
               power_cap_w: float | None) -> NoBackendAvailable:
     """The refusal when nothing is eligible; `codes` are the screened rows' exclusion codes."""
     detail = "; ".join(f"{bid}: {why}" for bid, why in excluded.items())
@@ -103,12 +101,12 @@ def rejection(request: RouteRequest, excluded: Mapping[str, str], codes: np.ndar
         return NoBackendAvailable(f"X-Target-Backend {request.target!r} cannot take the request: {detail}",
                                   dict(excluded), status=503,
                                   routing_reason=ascii_text(f"target-unavailable; {detail}"))
-    if (codes == POWER_CAP).any():
+    if POWER_CAP in codes:
         token = (f"power-cap; ultra-efficiency mode allows at most {power_cap_w:g} W "
                  "(router.ultra_efficiency_max_watts)")
-    elif (codes == OVER_POWER).any():
+    elif OVER_POWER in codes:
         token = f"max-power; X-Max-Power-Watts {request.max_power_watts:g} W"
-    elif (codes == OVER_LATENCY).any():
+    elif OVER_LATENCY in codes:
         token = f"max-latency; X-Max-Latency-Ms {request.max_latency_ms:.0f} ms"
     else:
         token = "unavailable; no backend can serve"

@@ -6,8 +6,8 @@ out once what changes slowly (configuration, health, breaker, thermal state) and
 use, per model, what depends on the model (has it, has it loaded and at which context, learned
 latency, speed and load time per kind of work); `Load` carries what changes with every request
 (in flight, queued), and `LoadBoard` keeps it current one row at a time as each backend's
-admission queue changes. `select.py` scores
-all rows at once from both.
+admission queue changes. `vector.py` scores
+all rows at once from both; `scalar.py` reads the same columns as Python lists (`RowLists`).
 
 Pure: built from `BackendView`s. It does not know where they came from or when they change; the
 owner builds a new `Fleet` when they do (the router keeps one per change, see `service/router.py`).
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Protocol, cast
 
 import numpy as np
@@ -213,6 +214,35 @@ class LoadBoard:
         return self._load
 
 
+@dataclass(frozen=True, slots=True)
+class RowLists:
+    """The fleet's columns that `scalar.py` reads, as Python lists: reading one element of a list
+    costs a fraction of reading one of a numpy array, and a small fleet's decision reads them one by one."""
+
+    exclusion: list[int]
+    power_watts: list[float]
+    avg_latency_ms: list[float]
+    service_ms: list[float]  # the configured guess of the slot hold time
+    max_concurrent: list[int]
+    thermal: list[float]
+    noise: list[float]
+    priority: list[float]
+    health: list[float]
+    critical: list[bool]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLists:
+    """`ModelColumns` as Python lists (see `RowLists`)."""
+
+    exclusion: list[int]
+    eligible: list[int]
+    may_have: list[bool]
+    nowhere: bool
+    resident: list[float]
+    context: list[float]
+
+
 class Fleet:
     """Columns of every backend's slow-changing facts, in the order of `views`."""
 
@@ -221,7 +251,7 @@ class Fleet:
         self.ids = tuple(v.id for v in self.views)
         self.index = {bid: i for i, bid in enumerate(self.ids)}
         self.id_array = np.array(self.ids, dtype=object)
-        self._learned = learned if learned is not None else _ViewLatency(self.views)
+        self.learned = learned if learned is not None else _ViewLatency(self.views)
         views = self.views
         self.power_watts = _column([v.power_watts for v in views])
         self.avg_latency_ms = _column([v.avg_latency_ms for v in views])
@@ -248,6 +278,8 @@ class Fleet:
         self._configured_latency = LatencyColumns(0, self.avg_latency_ms, default_service_ms(self.avg_latency_ms),
                                                   np.full(len(views), DEFAULT_LOAD_MS), np.zeros(len(views)))
         self._models: dict[str | None, ModelColumns] = {}
+        self._model_lists: dict[str | None, ModelLists] = {}
+        self._power_lists: dict[int, tuple[Weights, list[float]]] = {}
         self._latency: dict[tuple[str, SampleKind], LatencyColumns] = {}
         self._weighted: dict[int, tuple[Weights, WeightedColumns]] = {}
         self._ready: dict[tuple[str, SampleKind, int | None],
@@ -259,7 +291,7 @@ class Fleet:
         # Selection's last ranking, with the arrays (totals, estimates, eligible rows) and the rules
         # it was read from: the next decision with the same ones ranks alike.
         self.last_ranking: tuple[tuple[np.ndarray, np.ndarray, np.ndarray], tuple[bool, float],
-                                 tuple[np.ndarray, list[int], list[str], int]] | None = None
+                                 tuple[list[int], list[str], int]] | None = None
 
     def __len__(self) -> int:
         return len(self.views)
@@ -270,20 +302,43 @@ class Fleet:
             cols = self._models[model] = self._model_columns(model)
         return cols
 
+    @cached_property
+    def lists(self) -> RowLists:
+        return RowLists(self.exclusion.tolist(), self.power_watts.tolist(), self.avg_latency_ms.tolist(),
+                        self._configured_latency.service_ms.tolist(), self.max_concurrent.tolist(),
+                        self.thermal.tolist(), self.noise.tolist(), self.priority.tolist(), self.health.tolist(),
+                        self.critical.tolist())
+
+    def model_lists(self, model: str | None) -> ModelLists:
+        cached = self._model_lists.get(model)
+        if cached is None:
+            cols = self.for_model(model)
+            cached = self._model_lists[model] = ModelLists(cols.exclusion.tolist(), cols.eligible.tolist(),
+                                                           cols.may_have.tolist(),
+                                                           cols.nowhere, cols.resident.tolist(), cols.context.tolist())
+        return cached
+
+    def power_factor(self, w: Weights) -> list[float]:
+        """`weighted(w).power` as a list (see `RowLists`)."""
+        cached = self._power_lists.get(id(w))
+        if cached is None or cached[0] is not w:
+            cached = self._power_lists[id(w)] = (w, self.weighted(w).power.tolist())
+        return cached[1]
+
     def latency(self, model: str | None, kind: SampleKind = SampleKind.GENERATION) -> LatencyColumns:
         """Time to first token, slot hold time, load time and time per reply token per row: learned
         for `model` and `kind` where observed, else the configured guess (re-read only when the
         learned numbers for `model` have changed)."""
         if model is None:
             return self._configured_latency
-        revision = self._learned.revision(model)
+        revision = self.learned.revision(model)
         key = (model, kind)
         cached = self._latency.get(key)
         if cached is None:
             cached = self._latency[key] = self._latency_column(model, kind, revision)
         elif cached.revision != revision:
             # Usually one backend has finished a request since: update its row, not the column.
-            changed = self._learned.changed_since(model, cached.revision)
+            changed = self.learned.changed_since(model, cached.revision)
             rows = [self.index[b] for b in changed if b in self.index] if changed is not None else None
             cached = self._latency[key] = (self._latency_rows(model, kind, revision, cached, rows)
                                            if rows is not None and len(rows) <= len(self.ids) // 4
@@ -291,12 +346,12 @@ class Fleet:
         return cached
 
     def typical_reply_tokens(self, model: str) -> float | None:
-        return self._learned.typical_reply_tokens(model)
+        return self.learned.typical_reply_tokens(model)
 
     def _latency_column(self, model: str, kind: SampleKind, revision: int) -> LatencyColumns:
-        stats = self._learned.column(self.ids, model, kind)
+        stats = self.learned.column(self.ids, model, kind)
         base, service = zip(*map(self._latency_of, stats, range(len(self.ids))), strict=True)
-        loads = [DEFAULT_LOAD_MS if ms is None else ms for ms in self._learned.load_column(self.ids, model)]
+        loads = [DEFAULT_LOAD_MS if ms is None else ms for ms in self.learned.load_column(self.ids, model)]
         return LatencyColumns(revision, _column(base), _column(service), _column(loads),
                               _column([ms_per_token(s) for s in stats]))
 
@@ -306,7 +361,7 @@ class Fleet:
         ttft, service, load = old.ttft_ms.copy(), old.service_ms.copy(), old.load_ms.copy()
         per_token = old.ms_per_token.copy()
         ids = [self.ids[r] for r in rows]
-        for row, stats, ms in zip(rows, self._learned.column(ids, model, kind), self._learned.load_column(ids, model),
+        for row, stats, ms in zip(rows, self.learned.column(ids, model, kind), self.learned.load_column(ids, model),
                                   strict=True):
             ttft[row], service[row] = self._latency_of(stats, row)
             load[row] = DEFAULT_LOAD_MS if ms is None else ms

@@ -1,0 +1,149 @@
+"""Screening and scoring one backend at a time, in plain Python, for a small fleet (`select.SCALAR_UP_TO`).
+
+The same pass as `vector.py`, in the same order of operations, so that every float comes out the
+same: a laptop with two to eight backends would otherwise pay numpy's per-call cost dozens of times
+per request. It reads the fleet's columns as lists (`Fleet.lists`, `Fleet.model_lists`), learned
+latency fresh from the book (a few lookups per backend; the book changes after every request) and
+the load as it is. See `select.py` for the rules.
+"""
+
+from __future__ import annotations
+
+from operator import mul
+
+from ollama_proxy.core.modes import EfficiencyMode
+from ollama_proxy.core.routing import explain
+from ollama_proxy.core.routing.fleet import ELIGIBLE, OVER_LATENCY, OVER_POWER, POWER_CAP, Fleet, Load
+from ollama_proxy.core.routing.latency import DEFAULT_LOAD_MS, expected_reply_tokens, ms_per_token
+from ollama_proxy.core.routing.ranking import Excluded, Ranking, Scores
+from ollama_proxy.core.routing.state import RouteRequest, SampleKind
+from ollama_proxy.core.routing.weights import Weights
+
+
+def rank(request: RouteRequest, fleet: Fleet, load: Load, target: int | None, power_cap_w: float | None,
+         mode: EfficiencyMode, w: Weights, fastest: bool, tie_margin: float) -> Ranking:
+    """The eligible rows ranked, or `NoBackendAvailable` when there are none."""
+    rows, model, ids = fleet.lists, request.model, fleet.ids
+    cols = fleet.model_lists(model)
+    n, max_concurrent = len(ids), rows.max_concurrent
+    learned = loads = None
+    if model is not None:
+        learned = fleet.learned.column(ids, model, request.kind)
+        loads = fleet.learned.load_column(ids, model)
+    flying = queued = None
+    if not load.idle:
+        flying = load.in_flight.tolist()
+        queued = None if load.queued is None else load.queued.tolist()
+    priority, context_tokens = request.priority, request.context_tokens
+    avg_latency, configured_service = rows.avg_latency_ms, rows.service_ms
+    resident, context = cols.resident, cols.context
+
+    # Per row: the first-token time (learned, else configured) with the queue wait where requests
+    # ahead of this one fill the backend's slots; fits (resident at a large enough context); and the
+    # time until ready to answer (the load where it does not fit).
+    first_token, waits, fits, ready, per_token = [0.0] * n, [0.0] * n, [1.0] * n, [0.0] * n, [0.0] * n
+    any_wait = timed = False
+    for r in range(n):
+        stats = learned[r] if learned is not None else None
+        if stats is None:
+            ttft, service = avg_latency[r], configured_service[r]
+        else:
+            ttft, service = stats.ttft_ms, stats.service_ms
+            per_token[r] = ms_per_token(stats)
+            timed = timed or per_token[r] != 0.0
+        first_token[r] = ttft
+        if flying is not None:
+            ahead = flying[r] + sum(queued[r][priority:]) if queued is not None else flying[r]
+            beyond = ahead - max_concurrent[r] + 1
+            if beyond > 0:
+                waits[r] = beyond / max_concurrent[r] * service
+                first_token[r] = ttft + waits[r]
+                any_wait = True
+        if loads is not None:
+            fit = fits[r] = resident[r] if context_tokens is None else 1.0 if context[r] >= context_tokens else 0.0
+            loading = loads[r]
+            ready[r] = ttft + (1.0 - fit) * (DEFAULT_LOAD_MS if loading is None else loading)
+    if loads is None:
+        fits, estimates = resident, first_token
+    else:
+        reply = 0.0
+        if timed and request.kind is SampleKind.GENERATION:
+            reply = expected_reply_tokens(request.reply_tokens, fleet.typical_reply_tokens(model or ""))
+        estimates = ready
+        if reply:
+            estimates = [e + reply * p for e, p in zip(estimates, per_token, strict=True)]
+        if any_wait:
+            estimates = [e + q for e, q in zip(estimates, waits, strict=True)]
+    wait = waits if any_wait else None
+
+    # Who may serve: the model's exclusions, then the request's budgets, then critical temperatures.
+    why, warnings = cols.exclusion, []
+    power = rows.power_watts
+    if power_cap_w is not None:
+        if target is not None:
+            if power[target] > power_cap_w:
+                warnings.append(f"{fleet.ids[target]} draws {power[target]:g} W, over {mode.value}'s "
+                                f"{power_cap_w:g} W cap; served because X-Target-Backend asked for it")
+        else:
+            why = [POWER_CAP if c == ELIGIBLE and p > power_cap_w else c for c, p in zip(why, power, strict=True)]
+    if request.max_power_watts is not None:
+        budget = request.max_power_watts
+        why = [OVER_POWER if c == ELIGIBLE and p > budget else c for c, p in zip(why, power, strict=True)]
+    if request.max_latency_ms is not None:
+        budget = request.max_latency_ms
+        why = [OVER_LATENCY if c == ELIGIBLE and e > budget else c for c, e in zip(why, estimates, strict=True)]
+    if target is not None:
+        eligible = [target] if why[target] == ELIGIBLE else []
+        considered, codes = 1, [why[target]]
+        model_nowhere = model is not None and not cols.may_have[target]
+    else:
+        eligible = cols.eligible if why is cols.exclusion else [r for r in range(n) if why[r] == ELIGIBLE]
+        considered, codes, model_nowhere = n, why, cols.nowhere
+    refused = considered - len(eligible)
+    spared: list[int] = []
+    if fleet.any_critical:
+        critical = rows.critical
+        hot = [r for r in eligible if critical[r]]
+        if target is not None and hot:
+            view = fleet.views[target]
+            warnings.append(f"{view.id} is at a critical temperature ({view.thermal.reason or 'no reason given'}); "
+                            "served because X-Target-Backend asked for it")
+        elif hot and len(hot) < len(eligible):
+            spared, eligible = hot, [r for r in eligible if not critical[r]]
+    excluded = Excluded(request, fleet, why, target, spared, refused, estimates, power_cap_w)
+    if not eligible:
+        raise explain.rejection(request, excluded, codes, model_nowhere, power_cap_w)
+
+    # The factors in `FACTORS` order and their weighted mean, summed in that order.
+    v, total_weight, reference = w.vector, w.total, w.latency_ref_ms
+    power_factor = fleet.power_factor(w)
+    thermal, noise, priority_factor, health = rows.thermal, rows.noise, rows.priority, rows.health
+    factors: dict[int, tuple[float, ...]] = {}
+    totals: dict[int, float] = {}
+    for r in eligible:
+        ratio = first_token[r] / reference
+        occupancy = 1.0
+        if flying is not None:
+            busy = flying[r] + sum(queued[r]) if queued is not None else flying[r]
+            occupancy = 1.0 / (1.0 + busy / max_concurrent[r])
+        row_factors = factors[r] = (1.0 / (1.0 + ratio * ratio), power_factor[r], occupancy, thermal[r], noise[r],
+                                    priority_factor[r], resident[r], fits[r], health[r])
+        totals[r] = sum(map(mul, v, row_factors)) / total_weight
+
+    # Best first; the near-ties lead.
+    ranked, tied = eligible, 1
+    if len(eligible) > 1:
+        if fastest:
+            ranked = sorted(eligible, key=lambda r: (estimates[r], -totals[r]))
+            first = ranked[0]
+            while (tied < len(ranked) and estimates[ranked[tied]] == estimates[first]
+                   and totals[first] - totals[ranked[tied]] <= tie_margin):
+                tied += 1
+        else:
+            ranked = sorted(eligible, key=lambda r: -totals[r])
+            top = totals[ranked[0]]
+            while tied < len(ranked) and top - totals[ranked[tied]] <= tie_margin:
+                tied += 1
+    return Ranking(ranked, [fleet.ids[r] for r in ranked], tied, estimates.__getitem__,
+                   None if wait is None else wait.__getitem__, factors.__getitem__,
+                   Scores(fleet, eligible, totals, estimates, factors), excluded, warnings)
