@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from types import TracebackType
 
 from ollama_proxy.config.schema import QueueConfig
 from ollama_proxy.core.admission import AdmissionQueue, Admitted, Priority, Rejected
@@ -55,22 +55,21 @@ class AdmissionGate:
             queue.on_change = on_change
         return cls(backend_id, queue, clock=clock)
 
-    @asynccontextmanager
-    async def admit(self, priority: Priority = Priority.NORMAL) -> AsyncIterator[float]:
-        """Hold a slot for the body of the `async with`; yields milliseconds spent queued."""
-        ticket = object()
-        wait_ms = await self._acquire(ticket, priority)
-        try:
-            yield wait_ms
-        finally:
-            self._release(ticket)
+    def admit(self, priority: Priority = Priority.NORMAL) -> Admission:
+        """Hold a slot for the body of the `async with`; gives the milliseconds spent queued."""
+        return Admission(self, priority)
 
-    async def _acquire(self, ticket: object, priority: Priority) -> float:
+    def try_enter(self, ticket: object, priority: Priority) -> float | None:
+        """The milliseconds queued (none) when a slot is free now; None when `ticket` must wait (`wait`)."""
         outcome = self.queue.try_acquire(ticket, priority, self._clock())
         if isinstance(outcome, Admitted):
             return outcome.wait_ms
         if isinstance(outcome, Rejected):
             raise self._error(outcome)
+        return None
+
+    async def wait(self, ticket: object) -> float:
+        """Sleep until queued `ticket` is admitted (its milliseconds queued) or refused."""
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._waiters[ticket] = future
         self._arm()
@@ -80,11 +79,11 @@ class AdmissionGate:
             self._waiters.pop(ticket, None)
             # Woken in the same instant as cancelled: the slot is ours, so hand it on.
             if not self.queue.cancel(ticket) and self.queue.admitted(ticket):
-                self._release(ticket)
+                self.release(ticket)
             self._arm()
             raise
 
-    def _release(self, ticket: object) -> None:
+    def release(self, ticket: object) -> None:
         for admitted in self.queue.release(ticket, self._clock()):
             future = self._waiters.pop(admitted.ticket, None)
             # A done future was cancelled with its task; that task's handler releases the slot.
@@ -118,3 +117,21 @@ class AdmissionGate:
         return NoBackendAvailable(
             f"backend {self.backend_id!r} is busy: {rejected.reason}; retry in {rejected.retry_after_s} s",
             {self.backend_id: rejected.reason}, status=rejected.status, retry_after_s=rejected.retry_after_s)
+
+
+class Admission:
+    """One `async with gate.admit(priority) as wait_ms:`: a plain class rather than a generator-based
+    context manager, as every request enters one and a free slot needs no await at all."""
+
+    __slots__ = ("_gate", "_priority", "_ticket")
+
+    def __init__(self, gate: AdmissionGate, priority: Priority) -> None:
+        self._gate, self._priority, self._ticket = gate, priority, object()
+
+    async def __aenter__(self) -> float:
+        wait_ms = self._gate.try_enter(self._ticket, self._priority)
+        return await self._gate.wait(self._ticket) if wait_ms is None else wait_ms
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self._gate.release(self._ticket)

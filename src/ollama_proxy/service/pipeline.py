@@ -75,111 +75,112 @@ class Pipeline:
     @asynccontextmanager
     async def run(self, call: Call, record: CallRecord | None = None) -> AsyncIterator[Reply]:
         """The call's reply. `record` (made here when not given) fills in as the pipeline decides, so a
-        front can explain a refusal too: the routing and sizing decided before it failed."""
+        front can explain a refusal too: the routing and sizing decided before it failed. The decision
+        log notes how it ended: the reply's status, else the refusal's."""
         record = record if record is not None else CallRecord(started=self._clock())
         status, error = 499, "the client went away"
         try:
-            async with self._run(call, record) as reply:
-                status, error = reply.status, ""
+            op = call.operation
+            if op.merged and call.method == "GET" and call.hints.target is None and (
+                    op is Operation.MODELS or self._merging):
+                reply = Reply(200, record, Framing.JSON, body=await self._listing(call))
+                status, error = 200, ""
                 yield reply
+                return
+            if op in COUNTED_ONLY:
+                reply = Reply(200, record, Framing.JSON, body=await self._count_only(call))
+                status, error = 200, ""
+                yield reply
+                return
+            translate = TRANSLATORS.get((call.dialect, op))
+            native = translate(call.body) if translate is not None and call.body is not None else None
+            sizing = await self._count(call, native)
+            asked = native.body if native else call.body or {}
+            required = self.context.required(sizing, op, asked) if sizing else None
+            route = replace(call.hints, model=_routing_model(call), context_tokens=required, kind=operation_kind(op),
+                            reply_tokens=sizing.reply if sizing else self.context.reply_budget(op, asked))
+            if route.target is None and op.management and self._management_default:
+                route = replace(route, target=self._management_default)
+            decision = self.router.decide(route)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s routed to %s (%s); alternatives %s; excluded %s", call.request_id,
+                          decision.backend_id, decision.reason, ",".join(decision.alternatives) or "-",
+                          dict(decision.excluded) or "-")
+            # A streamed request body (blob upload) can be sent once only: no failover for it.
+            attempts = 1 if call.upload is not None else 1 + self._max_failover
+            last_error: OllamaProxyError | None = None
+            for attempt in range(attempts):
+                backend = self.pool.backends[decision.backend_id]
+                is_last = attempt == attempts - 1 or not decision.alternatives
+                record.routing, record.backend_id = decision, backend.id
+                why = "unreachable"
+                # The attempt's admission slot and upstream reply stay held while the front drains the
+                # reply (the yields below are inside them); `delivered` tells a failure of this attempt,
+                # which may fail over, from one thrown in by the front, which may not.
+                delivered = False
+                try:
+                    async with backend.gate.admit(route.priority) as record.queued_ms:
+                        prepared = await self._prepare(call, record, backend, native, sizing)
+                        if isinstance(prepared, Reply):
+                            delivered = True
+                            status, error = prepared.status, ""
+                            yield prepared
+                            return
+                        path, body, relay = prepared
+                        self.pool.dispatching(backend)
+                        async with backend.client.open(call.method, path, query=call.query,
+                                                       headers=self._headers(call, backend), body=body) as upstream:
+                            outcome = Outcome.SUCCESS
+                            if upstream.status >= 500:
+                                error_text = (await upstream.read_error_body()).decode(errors="replace")
+                                outcome = classify_status(upstream.status, error_text)
+                            self.pool.record(backend, outcome)
+                            # A request the backend refused as invalid would fail the same way everywhere.
+                            if outcome is Outcome.SUCCESS or outcome is Outcome.REQUEST_FAULT or is_last:
+                                record.first_byte = self._clock()
+                                reply = await relay(upstream, backend_id=backend.id, record=record,
+                                                    learner=_Learning(self, call, record, backend, sizing))
+                                delivered = True
+                                try:
+                                    status, error = reply.status, ""
+                                    yield reply
+                                finally:
+                                    if reply.stream is not None:
+                                        await reply.stream.aclose()
+                                if op.management and reply.status < 400:
+                                    self.pool.refresh_models_soon(backend)
+                                return
+                            why = f"HTTP {upstream.status}"
+                            log.warning("%s backend %s answered %d (%s); failing over", call.request_id,
+                                        backend.id, upstream.status, error_text[:200])
+                except UpstreamError as exc:
+                    if delivered:
+                        raise
+                    last_error = exc
+                    self.pool.record(backend, Outcome.TIMEOUT if isinstance(exc, UpstreamTimeout)
+                                     else Outcome.CONNECT_ERROR)
+                    self.pool.mark_unreachable(backend, str(exc))
+                    why = "timed out" if isinstance(exc, UpstreamTimeout) else "unreachable"
+                    log.warning("%s %s", call.request_id, exc)
+                except NoBackendAvailable as exc:
+                    # Queue full here: another backend may still have room.
+                    if delivered or exc.status != 429 or is_last:
+                        raise
+                    last_error, why = exc, "queue full"
+                except (asyncio.CancelledError, ConnectionResetError):
+                    # The client went away, waiting or while its reply was drained: nothing about the backend.
+                    self.pool.record(backend, Outcome.CLIENT_GONE)
+                    raise
+                if is_last:
+                    break
+                successor = self.pool.backends[decision.alternatives[0]]
+                decision = fail_over(decision, backend.id, why, power_w=successor.config.characteristics.power_watts)
+            raise last_error or NoBackendAvailable("no backend could take the request")
         except OllamaProxyError as exc:
             status, error = exc.status, str(exc)
             raise
         finally:
             self.decisions.note(call, record, status, error or None)
-
-    @asynccontextmanager
-    async def _run(self, call: Call, record: CallRecord) -> AsyncIterator[Reply]:
-        op = call.operation
-        if op.merged and call.method == "GET" and call.hints.target is None and (
-                op is Operation.MODELS or self._merging):
-            yield Reply(200, record, Framing.JSON, body=await self._listing(call))
-            return
-        if op in COUNTED_ONLY:
-            yield Reply(200, record, Framing.JSON, body=await self._count_only(call))
-            return
-        translate = TRANSLATORS.get((call.dialect, op))
-        native = translate(call.body) if translate is not None and call.body is not None else None
-        sizing = await self._count(call, native)
-        asked = native.body if native else call.body or {}
-        required = self.context.required(sizing, op, asked) if sizing else None
-        route = replace(call.hints, model=_routing_model(call), context_tokens=required, kind=operation_kind(op),
-                        reply_tokens=sizing.reply if sizing else self.context.reply_budget(op, asked))
-        if route.target is None and op.management and self._management_default:
-            route = replace(route, target=self._management_default)
-        decision = self.router.decide(route)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s routed to %s (%s); alternatives %s; excluded %s", call.request_id,
-                      decision.backend_id, decision.reason, ",".join(decision.alternatives) or "-",
-                      dict(decision.excluded) or "-")
-        # A streamed request body (blob upload) can be sent once only: no failover for it.
-        attempts = 1 if call.upload is not None else 1 + self._max_failover
-        last_error: OllamaProxyError | None = None
-        for attempt in range(attempts):
-            backend = self.pool.backends[decision.backend_id]
-            is_last = attempt == attempts - 1 or not decision.alternatives
-            record.routing, record.backend_id = decision, backend.id
-            why = "unreachable"
-            # The attempt's admission slot and upstream reply stay held while the front drains the
-            # reply (the yields below are inside them); `delivered` tells a failure of this attempt,
-            # which may fail over, from one thrown in by the front, which may not.
-            delivered = False
-            try:
-                async with backend.gate.admit(route.priority) as record.queued_ms:
-                    prepared = await self._prepare(call, record, backend, native, sizing)
-                    if isinstance(prepared, Reply):
-                        delivered = True
-                        yield prepared
-                        return
-                    path, body, relay = prepared
-                    self.pool.dispatching(backend)
-                    async with backend.client.open(call.method, path, query=call.query,
-                                                   headers=self._headers(call, backend), body=body) as upstream:
-                        outcome = Outcome.SUCCESS
-                        if upstream.status >= 500:
-                            error_text = (await upstream.read_error_body()).decode(errors="replace")
-                            outcome = classify_status(upstream.status, error_text)
-                        self.pool.record(backend, outcome)
-                        # A request the backend refused as invalid would fail the same way everywhere.
-                        if outcome is Outcome.SUCCESS or outcome is Outcome.REQUEST_FAULT or is_last:
-                            record.first_byte = self._clock()
-                            reply = await relay(upstream, backend_id=backend.id, record=record,
-                                                learner=_Learning(self, call, record, backend, sizing))
-                            delivered = True
-                            try:
-                                yield reply
-                            finally:
-                                if reply.stream is not None:
-                                    await reply.stream.aclose()
-                            if op.management and reply.status < 400:
-                                self.pool.refresh_models_soon(backend)
-                            return
-                        why = f"HTTP {upstream.status}"
-                        log.warning("%s backend %s answered %d (%s); failing over", call.request_id,
-                                    backend.id, upstream.status, error_text[:200])
-            except UpstreamError as exc:
-                if delivered:
-                    raise
-                last_error = exc
-                self.pool.record(backend, Outcome.TIMEOUT if isinstance(exc, UpstreamTimeout)
-                                 else Outcome.CONNECT_ERROR)
-                self.pool.mark_unreachable(backend, str(exc))
-                why = "timed out" if isinstance(exc, UpstreamTimeout) else "unreachable"
-                log.warning("%s %s", call.request_id, exc)
-            except NoBackendAvailable as exc:
-                # Queue full here: another backend may still have room.
-                if delivered or exc.status != 429 or is_last:
-                    raise
-                last_error, why = exc, "queue full"
-            except (asyncio.CancelledError, ConnectionResetError):
-                # The client went away, waiting or while its reply was drained: nothing about the backend.
-                self.pool.record(backend, Outcome.CLIENT_GONE)
-                raise
-            if is_last:
-                break
-            successor = self.pool.backends[decision.alternatives[0]]
-            decision = fail_over(decision, backend.id, why, power_w=successor.config.characteristics.power_watts)
-        raise last_error or NoBackendAvailable("no backend could take the request")
 
     async def _listing(self, call: Call) -> dict[str, Any]:
         if call.operation is Operation.MODELS:
