@@ -32,7 +32,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
 from ollama_proxy.core.modes import POLICIES, EfficiencyMode
 from ollama_proxy.core.routing import explain, scalar, vector
@@ -154,10 +153,24 @@ def fail_over(decision: RoutingDecision, failed: str, why: str, *, power_w: floa
                    warnings=())
 
 
-@lru_cache(maxsize=64)
 def _shifted(weights: Weights, latency_critical: bool, power_efficient: bool) -> Weights:
+    if not latency_critical and not power_efficient:
+        return weights
     # Few distinct combinations exist; caching keeps validation and the weight vector off the hot path.
-    return weights.shifted(latency_critical=latency_critical, power_efficient=power_efficient)
+    # Keyed by identity (hashing a Weights hashes its eleven fields); an entry keeps its weights alive,
+    # so a recycled id cannot alias.
+    key = (id(weights), latency_critical, power_efficient)
+    cached = _SHIFTED.get(key)
+    if cached is None or cached[0] is not weights:
+        if len(_SHIFTED) >= _SHIFTED_MAX:
+            _SHIFTED.clear()
+        cached = _SHIFTED[key] = (weights, weights.shifted(latency_critical=latency_critical,
+                                                           power_efficient=power_efficient))
+    return cached[1]
+
+
+_SHIFTED: dict[tuple[int, bool, bool], tuple[Weights, Weights]] = {}
+_SHIFTED_MAX = 64
 
 
 def _spill(ranking: Ranking, pick: int, wait: Callable[[int], float], patience_ms: float) -> tuple[int | None, int]:
