@@ -55,7 +55,7 @@ class SizeMode(Enum):
     FIXED = "fixed"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built twice per request (see service.reply.Call)
 class ContextRoute:
     """How a request path asks for its context window to be sized."""
 

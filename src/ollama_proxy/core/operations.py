@@ -39,30 +39,13 @@ class Operation(StrEnum):
     MODELS = "models"  # OpenAI's model list (or one model), merged like tags
     OTHER = "other"
 
-    @property
-    def runs_model(self) -> bool:
-        """Inference: it takes `options.num_ctx`, is counted and sized, and reports metrics to learn from."""
-        return self in _RUNS_MODEL
-
-    @property
-    def json_body(self) -> bool:
-        """Its native request body is a JSON object (Ollama answers 400 to malformed JSON)."""
-        return self in _JSON_BODY
-
-    @property
-    def management(self) -> bool:
-        """It changes one server's models, so it goes to one chosen backend (and its list is re-read)."""
-        return self in _MANAGEMENT
-
-    @property
-    def merged(self) -> bool:
-        """A view merged over every backend when there are several."""
-        return self in _MERGED
-
-    @property
-    def ends_with_done_line(self) -> bool:
-        """Its native stream ends with a `done: true` line: a stream without one was cut short."""
-        return self is Operation.GENERATE or self is Operation.CHAT
+    # The operation's facts, set on every member below: read several times per request, where a
+    # property's set lookup would hash the member in Python (Enum.__hash__).
+    runs_model: bool  # inference: takes `options.num_ctx`, is counted and sized, reports metrics to learn from
+    json_body: bool  # its native request body is a JSON object (Ollama answers 400 to malformed JSON)
+    management: bool  # changes one server's models: goes to one chosen backend (and its list is re-read)
+    merged: bool  # a view merged over every backend when there are several
+    ends_with_done_line: bool  # its native stream ends with a `done: true` line: one without was cut short
 
 
 _RUNS_MODEL = frozenset({Operation.GENERATE, Operation.CHAT, Operation.EMBED, Operation.EMBEDDINGS,
@@ -70,3 +53,11 @@ _RUNS_MODEL = frozenset({Operation.GENERATE, Operation.CHAT, Operation.EMBED, Op
 _MANAGEMENT = frozenset({Operation.PULL, Operation.PUSH, Operation.CREATE, Operation.COPY, Operation.DELETE})
 _JSON_BODY = _RUNS_MODEL | _MANAGEMENT | {Operation.SHOW, Operation.COUNT_TOKENS}
 _MERGED = frozenset({Operation.TAGS, Operation.PS, Operation.MODELS})
+
+for _operation in Operation:
+    _operation.runs_model = _operation in _RUNS_MODEL
+    _operation.json_body = _operation in _JSON_BODY
+    _operation.management = _operation in _MANAGEMENT
+    _operation.merged = _operation in _MERGED
+    _operation.ends_with_done_line = _operation is Operation.GENERATE or _operation is Operation.CHAT
+del _operation

@@ -97,8 +97,8 @@ class Pipeline:
             sizing = await self._count(call, native)
             asked = native.body if native else call.body or {}
             required = self.context.required(sizing, op, asked) if sizing else None
-            route = replace(call.hints, model=_routing_model(call), context_tokens=required, kind=operation_kind(op),
-                            reply_tokens=sizing.reply if sizing else self.context.reply_budget(op, asked))
+            route = call.hints.asked(_routing_model(call), required, operation_kind(op),
+                                     sizing.reply if sizing else self.context.reply_budget(op, asked))
             if route.target is None and op.management and self._management_default:
                 route = replace(route, target=self._management_default)
             decision = self.router.decide(route)

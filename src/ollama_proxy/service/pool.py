@@ -51,6 +51,7 @@ class Backend:
                  on_load: Callable[[AdmissionQueue[object]], None] | None = None) -> None:
         self.config = config
         self.id = config.id
+        self.is_ollama = config.type == "ollama"  # read several times per request: not a pydantic field read
         # Called when anything routing reads changes: reachability, models, residency, breaker.
         # In-flight and queued counts change far more often and go to `on_load` instead.
         self.on_change = on_change
@@ -76,10 +77,6 @@ class Backend:
         object.__setattr__(self, name, value)
         if changed:
             self.on_change()
-
-    @property
-    def is_ollama(self) -> bool:
-        return self.config.type == "ollama"
 
     def has_model(self, model: str) -> bool | None:
         """True/False once the model list is known; None while it is not."""

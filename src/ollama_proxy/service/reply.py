@@ -36,7 +36,9 @@ class Framing(StrEnum):
     RAW = "raw"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though nothing changes it: built on every request, and a frozen dataclass sets each of
+# its sixteen fields through object.__setattr__.
+@dataclass(slots=True)
 class Call:
     """One request, as every front hands it to the pipeline."""
 

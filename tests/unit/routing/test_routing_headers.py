@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+from dataclasses import fields, replace
 
 import pytest
 
 from ollama_proxy.core.admission import Priority
 from ollama_proxy.core.routing.headers import decision_headers, parse_route_headers
 from ollama_proxy.core.routing.select import select_backend
-from ollama_proxy.core.routing.state import BackendView, RouteRequest
+from ollama_proxy.core.routing.state import BackendView, RouteRequest, SampleKind
 from ollama_proxy.errors import BadRequest
 
 
@@ -76,3 +77,15 @@ def test_decision_renders_into_response_headers() -> None:
         "X-Routing-Reason": "latency-critical; fast est. 120 ms vs mid 400 ms",
         "X-Alternatives": "mid,slow",
     }
+
+
+def test_asked_keeps_every_header_and_fills_in_the_call() -> None:
+    """`asked` builds the request field by field: a field added to RouteRequest and forgotten there fails here."""
+    headers = RouteRequest(target="gpu", latency_critical=True, power_efficient=True, max_latency_ms=900.0,
+                           max_power_watts=20.0, priority=Priority.HIGH, media_type="audio")
+    assert {f.name for f in fields(RouteRequest)} == {
+        "target", "latency_critical", "power_efficient", "max_latency_ms", "max_power_watts", "priority", "media_type",
+        "model", "context_tokens", "kind", "reply_tokens"}
+    asked = headers.asked("Llama3.2", 4096, SampleKind.EMBEDDING, 12)
+    assert asked == replace(headers, model="Llama3.2", context_tokens=4096, kind=SampleKind.EMBEDDING, reply_tokens=12)
+    assert asked.model == "llama3.2:latest"

@@ -39,6 +39,8 @@ def parse_route_headers(headers: Mapping[str, str], *, model: str | None = None,
     >>> (r.model, r.priority.label, r.max_power_watts)
     ('llama3:latest', 'high', 20.0)
     """
+    if not headers:  # the usual call: none of the routing headers
+        return RouteRequest(model=model, context_tokens=context_tokens)
     h = {k.lower(): v.strip() for k, v in headers.items()}
     priority_text = h.get("x-priority")
     try:

@@ -148,6 +148,13 @@ class RouteRequest:
         if self.model is not None:
             self.model = canonical_model(self.model)
 
+    def asked(self, model: str | None, context_tokens: int | None, kind: SampleKind,
+              reply_tokens: int | None) -> RouteRequest:
+        """These headers' request for one call (`dataclasses.replace` costs five times as much)."""
+        return RouteRequest(model, context_tokens, kind, reply_tokens, self.target, self.latency_critical,
+                            self.power_efficient, self.max_latency_ms, self.max_power_watts, self.priority,
+                            self.media_type)
+
     @property
     def wants_low_latency(self) -> bool:
         """Latency-critical by header, or by a live media type where a stall is audible or visible."""
