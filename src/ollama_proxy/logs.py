@@ -48,7 +48,8 @@ class TextFormatter(logging.Formatter):
 
 def configure_logging(level: str, log_format: str = "text") -> None:
     # Neither format shows the caller's file and line, thread or process: not worked out per record
-    # (the logging HOWTO's "Optimization"; finding the caller walks the stack).
+    # (the logging HOWTO's "Optimization"; finding the caller walks the stack). For the whole process:
+    # `%(filename)s`, `%(lineno)d`, `stack_info` and `stacklevel` say nothing from here on.
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from operator import mul
 
 import numpy as np
 import pytest
@@ -191,7 +190,10 @@ def _reference_score(b: BackendView, request: RouteRequest, first_token_ms: floa
                1.0 / (1.0 + (b.in_flight + b.queued_total) / b.max_concurrent), 1.0 - PENALTY[level],
                _QUIET.get(b.hardware, _QUIET["other"]) * (0.5 if level in _HOT else 1.0),
                b.priority / top_priority if top_priority else 1.0, resident, fits, _HEALTH.get(b.breaker, 0.0))
-    return BackendScore(sum(map(mul, w.vector, factors)) / w.total, estimate_ms, factors)
+    total = 0.0
+    for weight, factor in zip(w.vector, factors, strict=True):
+        total += weight * factor  # left to right: `sum` over floats compensates since Python 3.12
+    return BackendScore(total / w.total, estimate_ms, factors)
 
 
 def _random_view(rng: random.Random, i: int) -> BackendView:

@@ -81,7 +81,7 @@ def test_decision_renders_into_response_headers() -> None:
 
 def test_asked_keeps_every_header_and_fills_in_the_call() -> None:
     """`asked` builds the request field by field: a field added to RouteRequest and forgotten there fails here."""
-    headers = RouteRequest(target="gpu", latency_critical=True, power_efficient=True, max_latency_ms=900.0,
+    headers = RouteRequest(target="gpu", latency_critical=True, power_efficient=False, max_latency_ms=900.0,
                            max_power_watts=20.0, priority=Priority.HIGH, media_type="audio")
     assert {f.name for f in fields(RouteRequest)} == {
         "target", "latency_critical", "power_efficient", "max_latency_ms", "max_power_watts", "priority", "media_type",

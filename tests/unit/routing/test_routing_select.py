@@ -289,3 +289,10 @@ def test_fail_over_moves_to_the_next_alternative_and_says_why() -> None:
         assert last.backend_id == backend
     with pytest.raises(ValueError, match="no alternative"):
         fail_over(last, last.backend_id, "x", power_w=1.0)
+
+
+def test_a_view_without_a_slot_is_refused_when_built() -> None:
+    """The queue wait divides by `max_concurrent`: zero slots would be a division by zero in one
+    selection pass and infinity in the other."""
+    with pytest.raises(ValueError, match="max_concurrent must be at least 1"):
+        BackendView("gpu", max_concurrent=0)

@@ -31,7 +31,7 @@ from collections.abc import Collection, Mapping, Sequence
 
 from ollama_proxy.core.modes import EfficiencyMode
 from ollama_proxy.core.routing.fleet import OVER_LATENCY, OVER_POWER, POWER_CAP
-from ollama_proxy.core.routing.state import RouteRequest
+from ollama_proxy.core.routing.state import BackendView, RouteRequest
 from ollama_proxy.errors import NoBackendAvailable
 
 # Words for the weighted pick's detail, one per `Weights` factor.
@@ -76,6 +76,20 @@ def gains_detail(gains: Sequence[tuple[float, str]], competitors: int) -> str:
     """The two factors that set the pick apart from the runner-up most."""
     top = sorted(gains, reverse=True)[:2]
     return (", ".join(WHY[k] for gain, k in top if gain > 0) or "best overall") + f" (best of {competitors})"
+
+
+def over_cap_warning(backend_id: str, power_w: float, mode: EfficiencyMode, cap_w: float) -> str:
+    return (f"{backend_id} draws {power_w:g} W, over {mode.value}'s {cap_w:g} W cap; served because "
+            "X-Target-Backend asked for it")
+
+
+def critical_warning(view: BackendView) -> str:
+    return (f"{view.id} is at a critical temperature ({view.thermal.reason or 'no reason given'}); served because "
+            "X-Target-Backend asked for it")
+
+
+def thermal_exclusion(view: BackendView) -> str:
+    return f"thermal critical ({view.thermal.reason or 'no reason given'})"
 
 
 def with_excluded(reason: str, excluded: int) -> str:

@@ -270,7 +270,6 @@ class Fleet:
         self.noise = _column([_QUIET.get(v.hardware, _QUIET["other"]) * (0.5 if v.thermal.level in _HOT else 1.0)
                              for v in views])
         # Relative to the fleet's highest, so any small scale (the seed's 0-3) spans the factor.
-        self.priority_level = np.array([v.priority for v in views], dtype=np.int64)
         top = max((v.priority for v in views), default=0)
         self.one_priority = all(v.priority == top for v in views)  # then priority never breaks a tie
         self.priority = _column([v.priority / top if top else 1.0 for v in views])

@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ollama_proxy.core.routing import explain
 from ollama_proxy.core.routing.fleet import (
     BREAKER_OPEN,
     DISABLED,
@@ -104,8 +105,7 @@ class Excluded(Mapping[str, str]):
             rows = [r for r, code in enumerate(codes) if code != ELIGIBLE and self._target in (None, r)]
             ids, views = self._fleet.ids, self._fleet.views
             self._texts = {ids[r]: self._text(r, codes[r]) for r in rows}
-            self._texts.update((ids[r], f"thermal critical ({views[r].thermal.reason or 'no reason given'})")
-                               for r in map(int, self._spared))
+            self._texts.update((ids[r], explain.thermal_exclusion(views[r])) for r in map(int, self._spared))
         return self._texts
 
     def _text(self, row: int, code: int) -> str:

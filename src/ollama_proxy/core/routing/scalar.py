@@ -1,15 +1,13 @@
-"""Screening and scoring one backend at a time, in plain Python, for a small fleet (`select.SCALAR_UP_TO`).
+"""Screening and scoring one backend at a time, in plain Python, for a small fleet (up to `select.SCALAR_UP_TO`).
 
 The same pass as `vector.py`, in the same order of operations, so that every float comes out the
-same: a laptop with two to eight backends would otherwise pay numpy's per-call cost dozens of times
+same: a laptop's two to eight backends would otherwise pay numpy's per-call cost dozens of times
 per request. It reads the fleet's columns as lists (`Fleet.lists`, `Fleet.model_lists`), learned
 latency fresh from the book (a few lookups per backend; the book changes after every request) and
 the load as it is. See `select.py` for the rules.
 """
 
 from __future__ import annotations
-
-from operator import mul
 
 from ollama_proxy.core.modes import EfficiencyMode
 from ollama_proxy.core.routing import explain
@@ -82,8 +80,7 @@ def rank(request: RouteRequest, fleet: Fleet, load: Load, target: int | None, po
     if power_cap_w is not None:
         if target is not None:
             if power[target] > power_cap_w:
-                warnings.append(f"{fleet.ids[target]} draws {power[target]:g} W, over {mode.value}'s "
-                                f"{power_cap_w:g} W cap; served because X-Target-Backend asked for it")
+                warnings.append(explain.over_cap_warning(fleet.ids[target], power[target], mode, power_cap_w))
         else:
             why = [POWER_CAP if c == ELIGIBLE and p > power_cap_w else c for c, p in zip(why, power, strict=True)]
     if request.max_power_watts is not None:
@@ -105,9 +102,7 @@ def rank(request: RouteRequest, fleet: Fleet, load: Load, target: int | None, po
         critical = rows.critical
         hot = [r for r in eligible if critical[r]]
         if target is not None and hot:
-            view = fleet.views[target]
-            warnings.append(f"{view.id} is at a critical temperature ({view.thermal.reason or 'no reason given'}); "
-                            "served because X-Target-Backend asked for it")
+            warnings.append(explain.critical_warning(fleet.views[target]))
         elif hot and len(hot) < len(eligible):
             spared, eligible = hot, [r for r in eligible if not critical[r]]
     excluded = Excluded(request, fleet, why, target, spared, refused, estimates, power_cap_w)
@@ -128,7 +123,10 @@ def rank(request: RouteRequest, fleet: Fleet, load: Load, target: int | None, po
             occupancy = 1.0 / (1.0 + busy / max_concurrent[r])
         row_factors = factors[r] = (1.0 / (1.0 + ratio * ratio), power_factor[r], occupancy, thermal[r], noise[r],
                                     priority_factor[r], resident[r], fits[r], health[r])
-        totals[r] = sum(map(mul, v, row_factors)) / total_weight
+        # Left to right, as vector.py adds the terms (`sum` over floats compensates since Python 3.12).
+        totals[r] = (v[0] * row_factors[0] + v[1] * row_factors[1] + v[2] * occupancy + v[3] * thermal[r]
+                     + v[4] * noise[r] + v[5] * priority_factor[r] + v[6] * resident[r] + v[7] * fits[r]
+                     + v[8] * health[r]) / total_weight
 
     # Best first; the near-ties lead.
     ranked, tied = eligible, 1

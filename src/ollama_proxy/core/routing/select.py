@@ -46,7 +46,8 @@ __all__ = ["TIE_MARGIN", "BackendScore", "RoutingDecision", "fail_over", "select
 # Scores within this distance of the best count as a tie (weighted modes), decided by priority and
 # then at random, which also spreads load over identical backends.
 TIE_MARGIN = 0.01
-# The largest fleet screened one backend at a time (bench/decision_cost.py measured the crossover).
+# The largest fleet screened one backend at a time: measured with bench/decision_cost.py's route parts, the
+# plain-Python pass is faster up to about a dozen backends (2: 27 vs 51 us, 8: 37 vs 52, 16: 60 vs 48).
 SCALAR_UP_TO = 12
 
 

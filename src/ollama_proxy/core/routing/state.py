@@ -90,6 +90,8 @@ class BackendView:
     thermal: ThermalState = ThermalState()
 
     def __post_init__(self) -> None:
+        if self.max_concurrent < 1:  # the queue wait divides by it (the config refuses it too)
+            raise ValueError(f"backend {self.id!r}: max_concurrent must be at least 1, got {self.max_concurrent}")
         if self.models is not None:
             object.__setattr__(self, "models", frozenset(canonical_model(m) for m in self.models))
         object.__setattr__(self, "loaded", MappingProxyType(

@@ -65,6 +65,8 @@ def _order(fleet: Fleet, table: _ScoreTable, screen: _Screen, fastest: bool,
     ranking = rows.tolist(), fleet.id_array[rows].tolist(), tied
     fleet.last_ranking = arrays, (fastest, tie_margin), ranking
     return ranking
+
+
 class _Screen:
     """The filter and the estimates: which rows may serve, why the others may not, and per row the
     time until answered (`estimates`), the first-token time with the queue wait (`first_token`,
@@ -94,9 +96,8 @@ class _Screen:
         if power_cap_w is not None:
             if target is not None:
                 if fleet.power_watts.item(target) > power_cap_w:
-                    self.warnings.append(f"{fleet.ids[target]} draws {fleet.power_watts.item(target):g} W, over "
-                                         f"{mode.value}'s {power_cap_w:g} W cap; served because X-Target-Backend "
-                                         "asked for it")
+                    self.warnings.append(explain.over_cap_warning(fleet.ids[target], fleet.power_watts.item(target),
+                                                                  mode, power_cap_w))
             else:
                 why = np.where((why == ELIGIBLE) & (fleet.power_watts > power_cap_w), POWER_CAP, why)
         if request.max_power_watts is not None:
@@ -120,10 +121,7 @@ class _Screen:
         if fleet.any_critical:
             hot = fleet.critical[eligible]
             if target is not None and hot.any():
-                view = fleet.views[target]
-                why_hot = view.thermal.reason or "no reason given"
-                self.warnings.append(f"{view.id} is at a critical temperature ({why_hot}); served because "
-                                     "X-Target-Backend asked for it")
+                self.warnings.append(explain.critical_warning(fleet.views[target]))
             elif hot.any() and not hot.all():
                 spared, eligible = eligible[hot], eligible[~hot]
         self.eligible: np.ndarray = eligible
@@ -153,7 +151,7 @@ class _ScoreTable(Mapping[str, BackendScore]):
         if cached is not None and cached[0] is w and cached[1] is latency and cached[2] is fits:
             self.total: np.ndarray = cached[3]
         else:
-            # Term by term in `FACTORS` order, as `sum` over one backend's factors adds them; in place,
+            # Term by term in `FACTORS` order, left to right as scalar.py adds them; in place,
             # into the one new array, as each temporary would cost an allocation.
             total = v[0] * latency
             total += static.power_term
