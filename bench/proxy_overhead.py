@@ -18,6 +18,7 @@ reports medians:
 Usage: python bench/proxy_overhead.py [--rounds 5] [--requests 400] [--route auto|passthrough] [--backends 2]
                                      [--chunk-gap-ms 10] [--paced-chunks 50]
                                      [--engines aiohttp,fast] [--upstream-client raw|aiohttp] [--systems nginx,plain]
+                                     [--baseline-src PATH]
 """
 
 from __future__ import annotations
@@ -172,9 +173,12 @@ def start_systems(args: argparse.Namespace, tmp: Path, sim_port: int) -> list[Sy
         port = free_port()
         systems.append(System("plain aiohttp", f"http://127.0.0.1:{port}", "/api/version", subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("plain_passthrough.py")), str(port), direct], **quiet)))
-    for engine in args.engines:
+    proxies = [(f"proxy {engine}", engine, None) for engine in args.engines]
+    if args.baseline_src:
+        proxies.append(("proxy fast @base", "fast", args.baseline_src))
+    for name, engine, src in proxies:
         port = free_port()
-        config = tmp / f"proxy-{engine}.yaml"  # JSON is YAML
+        config = tmp / f"{name.replace(' ', '-')}.yaml"  # JSON is YAML
         server = {"http_port": port, "engine": engine,
                   **({"upstream_client": args.upstream_client} if args.upstream_client else {})}
         config.write_text(json.dumps({
@@ -183,8 +187,13 @@ def start_systems(args: argparse.Namespace, tmp: Path, sim_port: int) -> list[Sy
             # --backends 2 the router chooses between two backends (both the one simulator) per request.
             "backends": [{"id": f"sim{i}", "endpoint": direct, "characteristics": {"max_concurrent": 1024}}
                          for i in range(args.backends)]}))
-        systems.append(System(f"proxy {engine}", f"http://127.0.0.1:{port}", "/health", subprocess.Popen(
-            [sys.executable, "-m", "ollama_proxy", "--config", str(config)], **quiet)))
+        env = None
+        if src is not None:
+            from instructions import python_env  # imported here, as nginx_config above
+
+            env = python_env(src)
+        systems.append(System(name, f"http://127.0.0.1:{port}", "/health", subprocess.Popen(
+            [sys.executable, "-m", "ollama_proxy", "--config", str(config)], env=env, **quiet)))
     return systems
 
 
@@ -308,6 +317,8 @@ def main() -> None:
                         help="one proxy per server.engine listed")
     parser.add_argument("--upstream-client", choices=("raw", "aiohttp"), help="server.upstream_client (default: "
                         "the configured default)")
+    parser.add_argument("--baseline-src", help="another checkout's src/ directory: its proxy (fast engine) is "
+                        "measured alongside as `proxy fast @base`, a before and after in one run")
     parser.add_argument("--systems", default="nginx,plain", type=lambda s: [x.strip() for x in s.split(",") if x],
                         help="the yardsticks run besides the proxies: nginx, plain (aiohttp passthrough)")
     args = parser.parse_args()
