@@ -237,7 +237,7 @@ class RawBackendClient:
             else:
                 writer = asyncio.ensure_future(_stream_body(conn, head, body, chunked=not _has_length(headers)))
             timeout_s = self.failures.first_byte_timeout_s
-            timer = asyncio.get_running_loop().call_later(timeout_s, conn.time_out_head) if timeout_s else None
+            timer = conn.loop.call_later(timeout_s, conn.time_out_head) if timeout_s else None
             try:
                 await conn.head()
             except ClosedBeforeAnswer as exc:
@@ -276,7 +276,7 @@ class RawBackendClient:
             conn = idle.pop()
             if conn.closed:
                 continue
-            if asyncio.get_running_loop().time() - conn.idle_since > KEEPALIVE_S:
+            if conn.loop.time() - conn.idle_since > KEEPALIVE_S:
                 # The most recent is too old, so are all the others.
                 self._idle = []
                 for stale in (conn, *idle):

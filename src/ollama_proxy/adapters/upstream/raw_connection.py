@@ -83,7 +83,8 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, on_lost: Callable[[Connection], None]) -> None:
         self._on_lost = on_lost
-        self._loop = asyncio.get_running_loop()
+        # Kept: `asyncio.get_running_loop()` makes a getpid system call each time (CPython 3.11's fork check).
+        self.loop = asyncio.get_running_loop()
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -111,7 +112,7 @@ class Connection(asyncio.Protocol):
 
     def begin(self, head_only: bool) -> None:
         """A new exchange on this connection (the last one, if any, ended complete)."""
-        self._head = self._loop.create_future()
+        self._head = self.loop.create_future()
         self._head_only = head_only
         self._head_done = self.received = self.complete = self.keep_alive = self.chunked = False
         self._pairs = []
@@ -161,7 +162,7 @@ class Connection(asyncio.Protocol):
 
     def more(self) -> asyncio.Future[None]:
         """Done when `take()` may have something new."""
-        waiter = self._waiter = self._loop.create_future()
+        waiter = self._waiter = self.loop.create_future()
         return waiter
 
     def time_out_head(self) -> None:
@@ -181,7 +182,7 @@ class Connection(asyncio.Protocol):
     def end(self) -> None:
         """The exchange is over and the connection idles in the pool."""
         self._head = None
-        self.idle_since = self._loop.time()
+        self.idle_since = self.loop.time()
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()  # so that a close by the backend is noticed while idle
@@ -230,7 +231,7 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self._write_resumed is None:
-            self._write_resumed = self._loop.create_future()
+            self._write_resumed = self.loop.create_future()
 
     def resume_writing(self) -> None:
         resumed, self._write_resumed = self._write_resumed, None
