@@ -29,6 +29,7 @@ from ollama_proxy.adapters.upstream.raw_client import RawTransport
 from ollama_proxy.adapters.websocket.front import WebSocketFront
 from ollama_proxy.config.schema import Config
 from ollama_proxy.errors import ListenError
+from ollama_proxy.logs import batch_lines
 from ollama_proxy.reload import Reloader, Seams, Services, build_services
 from ollama_proxy.service.decisions import DecisionLog
 from ollama_proxy.service.tasks import TaskSet
@@ -169,6 +170,7 @@ async def start(config: Config, *, host: str | None = None, port: int | None = N
         await listener.serve(fast.factory(runner.server), on_close=fast.close_idle)
     if grpc_server is not None:
         await grpc_server.start()
+    batch_lines(asyncio.get_running_loop())  # the log's lines written once per turn of the loop
     return runner
 
 
@@ -208,6 +210,7 @@ async def drain(runner: web.AppRunner, grace_s: float) -> None:
                      grpc_cut)
     await runner.cleanup()
     log.info("shut down: %d request(s) drained, %d cut", at_start - min(cut, at_start), cut)
+    batch_lines(None)
 
 
 def bound_port(runner: web.AppRunner) -> int:
