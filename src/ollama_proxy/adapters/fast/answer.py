@@ -1,7 +1,8 @@
 """The fast front's answer to one request: the guards, the `Call` and the rendering of its `Reply`
 that the aiohttp front has (`adapters.http.calls`, `guards`, `replies`), written as bytes.
 
-The access log line and the metrics are written after the answer, off its path (`loop.call_soon`).
+The access log line and the metrics are noted once the answer has been written (its bytes are on the
+socket by then); the log handler writes its lines at the end of the loop's turn (`logs.LineHandler`).
 """
 
 from __future__ import annotations
@@ -76,9 +77,11 @@ async def answer(server: FastServer, conn: Connection, request: Request) -> None
             f"internal error in the proxy ({type(exc).__name__}); request id {exchange.request_id}"))
     finally:
         front.in_flight -= 1
-    if logged:
-        conn.loop.call_soon(front.access.finished, exchange, time.perf_counter() - exchange.started, note)
-    conn.answer_done(request)
+    try:
+        if logged:
+            front.access.finished(exchange, time.perf_counter() - exchange.started, note)
+    finally:
+        conn.answer_done(request)
 
 
 async def _serve(server: FastServer, conn: Connection, request: Request, exchange: _Exchange, path: str,
