@@ -240,12 +240,10 @@ async def serve_forever(config: Config, load: Callable[[], Config] | None = None
     reloader = runner.app[RELOADER_KEY]
     serving = f"serving on http://{config.server.host}:{bound_port(runner)}"
 
-    def reload_on_hangup() -> None:
-        notify.reloading()
-        reloader.spawn_reload(then=lambda: notify.ready(serving))
-
+    reloader.on_reloading = notify.reloading
+    reloader.on_reloaded = lambda: notify.ready(serving)
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, reload_on_hangup)
+    loop.add_signal_handler(signal.SIGHUP, reloader.spawn_reload)
     log.info("ollama-proxy listening on http://%s:%d with backends: %s", config.server.host, bound_port(runner),
              ", ".join(f"{b.id}={b.endpoint}" for b in config.backends))
     router = runner.app[FRONT_KEY].pipeline.router

@@ -91,32 +91,40 @@ class Reloader:
         self._lock = asyncio.Lock()
         self._retiring: dict[int, tuple[Services, frozenset[str]]] = {}
         self.reloads = 0
+        # Told when a reload begins and when it is over, applied or not, whoever asked for it (SIGHUP,
+        # POST /admin/reload): the composition root tells the service manager.
+        self.on_reloading: Callable[[], None] = lambda: None
+        self.on_reloaded: Callable[[], None] = lambda: None
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the configuration and apply it; BadRequest (the old one kept) when it cannot be."""
         if self._load is None:
             raise BadRequest("this proxy was started without a configuration to re-read", 409)
         async with self._lock:
-            old = self.services
+            self.on_reloading()
             try:
-                loaded = self._load()
-            except ConfigError as exc:
-                log.error("configuration not reloaded, the running one stays: %s", exc)
-                raise BadRequest(f"configuration not reloaded, the running one stays: {exc}") from exc
-            restart = [name for name in _RESTART_ONLY if getattr(loaded, name) != getattr(old.config, name)]
-            unchanged: dict[str, Any] = {name: getattr(old.config, name) for name in _RESTART_ONLY}
-            # Joining or leaving the session bus happens at start; the rest of `desktop` applies now.
-            if loaded.desktop.dbus != old.config.desktop.dbus:
-                restart.append("desktop.dbus")
-                unchanged["desktop"] = loaded.desktop.model_copy(update={"dbus": old.config.desktop.dbus})
-            config = loaded.model_copy(update=unchanged)
-            fresh = build_services(config, self._seams, old)
-            await fresh.pool.start()
-            self._switch(fresh)
-            self.services = fresh
-            self.reloads += 1
-            old.pool.stop_refreshing()
-            self._seams.tasks.spawn(self._retire(old, fresh.pool.taken_over), name="retire-services")
+                old = self.services
+                try:
+                    loaded = self._load()
+                except ConfigError as exc:
+                    log.error("configuration not reloaded, the running one stays: %s", exc)
+                    raise BadRequest(f"configuration not reloaded, the running one stays: {exc}") from exc
+                restart = [name for name in _RESTART_ONLY if getattr(loaded, name) != getattr(old.config, name)]
+                unchanged: dict[str, Any] = {name: getattr(old.config, name) for name in _RESTART_ONLY}
+                # Joining or leaving the session bus happens at start; the rest of `desktop` applies now.
+                if loaded.desktop.dbus != old.config.desktop.dbus:
+                    restart.append("desktop.dbus")
+                    unchanged["desktop"] = loaded.desktop.model_copy(update={"dbus": old.config.desktop.dbus})
+                config = loaded.model_copy(update=unchanged)
+                fresh = build_services(config, self._seams, old)
+                await fresh.pool.start()
+                self._switch(fresh)
+                self.services = fresh
+                self.reloads += 1
+                old.pool.stop_refreshing()
+                self._seams.tasks.spawn(self._retire(old, fresh.pool.taken_over), name="retire-services")
+            finally:
+                self.on_reloaded()
         kept, built = sorted(fresh.pool.taken_over), sorted(set(fresh.pool.backends) - fresh.pool.taken_over)
         gone = sorted(set(old.pool.backends) - set(fresh.pool.backends))
         log.info("configuration reloaded: backends kept %s, new or changed %s, removed %s%s", kept or "-",
@@ -124,18 +132,13 @@ class Reloader:
         return {"reloaded": True, "backends": {"kept": kept, "new_or_changed": built, "removed": gone},
                 "restart_needed": restart}
 
-    def spawn_reload(self, then: Callable[[], None] | None = None) -> None:
-        """Reload in the background, the outcome only logged (SIGHUP); `then` runs once it is over,
-        whether it applied or not."""
-        self._seams.tasks.spawn(self._reload_logged(then), name="reload")
+    def spawn_reload(self) -> None:
+        """Reload in the background, the outcome only logged (SIGHUP)."""
+        self._seams.tasks.spawn(self._reload_logged(), name="reload")
 
-    async def _reload_logged(self, then: Callable[[], None] | None) -> None:
-        try:
-            with contextlib.suppress(BadRequest):  # already logged, and the running configuration stays
-                await self.reload()
-        finally:
-            if then is not None:
-                then()
+    async def _reload_logged(self) -> None:
+        with contextlib.suppress(BadRequest):  # already logged, and the running configuration stays
+            await self.reload()
 
     async def _retire(self, old: Services, keep: frozenset[str]) -> None:
         self._retiring[id(old)] = (old, keep)

@@ -151,6 +151,11 @@ async def test_ready_after_listening_reloading_on_sighup_stopping_on_sigterm(
     assert 0 <= time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000 - sent_at_us < 10_000_000
     assert (await notifications.next())["READY"] == "1"
 
+    async with aiohttp.ClientSession() as session, session.post(f"{proxy.url}/admin/reload") as r:
+        assert r.status == 200, await r.text()  # the same reload asked over HTTP: the manager hears of it too
+    assert (await notifications.next())["RELOADING"] == "1"
+    assert (await notifications.next())["READY"] == "1"
+
     proxy.config.write_text("server: [not, a, mapping]")  # a reload that fails is over too: ready again
     proxy.send(signal.SIGHUP)
     assert (await notifications.next())["RELOADING"] == "1"
