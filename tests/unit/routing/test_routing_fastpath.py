@@ -43,7 +43,7 @@ from ollama_proxy.core.routing.state import (
     ThermalLevel,
     ThermalState,
 )
-from ollama_proxy.core.routing.weights import FACTORS, Weights, weights_for
+from ollama_proxy.core.routing.weights import Weights, weights_for
 from ollama_proxy.core.system.thermal import PENALTY
 from ollama_proxy.errors import NoBackendAvailable
 
@@ -139,9 +139,8 @@ def reference_select(request: RouteRequest, backends: Sequence[BackendView], mod
         if len(tied) > 1:
             detail = explain.tie_detail(len(tied), by_priority)
         else:
-            detail = explain.gains_detail([(wk * (a - b), k) for wk, a, b, k in zip(
-                w.vector, scores[chosen.id].factors, scores[ranked[1].id].factors, FACTORS, strict=True)],
-                len(ranked))
+            detail = explain.gains_detail([wk * (a - b) for wk, a, b in zip(
+                w.vector, scores[chosen.id].factors, scores[ranked[1].id].factors, strict=True)], len(ranked))
         if request.power_efficient:
             detail = explain.mode_token(mode) + ("+latency-critical" if request.wants_low_latency else "") \
                 + f": {detail}"

@@ -32,6 +32,7 @@ from collections.abc import Collection, Mapping, Sequence
 from ollama_proxy.core.modes import EfficiencyMode
 from ollama_proxy.core.routing.fleet import OVER_LATENCY, OVER_POWER, POWER_CAP
 from ollama_proxy.core.routing.state import BackendView, RouteRequest
+from ollama_proxy.core.routing.weights import FACTORS
 from ollama_proxy.errors import NoBackendAvailable
 
 # Words for the weighted pick's detail, one per `Weights` factor.
@@ -72,9 +73,9 @@ def tie_detail(tied: int, by_priority: bool) -> str:
     return f"near-tie of {tied}, " + ("higher priority" if by_priority else "random pick")
 
 
-def gains_detail(gains: Sequence[tuple[float, str]], competitors: int) -> str:
-    """The two factors that set the pick apart from the runner-up most."""
-    top = sorted(gains, reverse=True)[:2]
+def gains_detail(gains: Sequence[float], competitors: int) -> str:
+    """The two factors that set the pick apart from the runner-up most (`gains` in `FACTORS` order)."""
+    top = sorted(zip(gains, FACTORS, strict=True), reverse=True)[:2]
     return (", ".join(WHY[k] for gain, k in top if gain > 0) or "best overall") + f" (best of {competitors})"
 
 

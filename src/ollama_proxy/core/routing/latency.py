@@ -53,9 +53,6 @@ _CHANGE_LOG = 64
 _Number = TypeVar("_Number", float, np.ndarray)
 
 
-_EMBEDDING_OPS = frozenset({Operation.EMBED, Operation.EMBEDDINGS})
-
-
 def sample_kind(operation: Operation, body: Mapping[str, Any] | None,
                 final: Mapping[str, Any] | None) -> SampleKind | None:
     """What a finished call may teach about serving speed: None for load and unload calls and for
@@ -63,7 +60,7 @@ def sample_kind(operation: Operation, body: Mapping[str, Any] | None,
     the unload, so it is real work.)"""
     if not operation.runs_model:
         return None
-    if operation in _EMBEDDING_OPS:
+    if operation is Operation.EMBED or operation is Operation.EMBEDDINGS:
         return SampleKind.EMBEDDING
     if final is not None and final.get("done_reason") in ("load", "unload"):
         return None
@@ -75,7 +72,9 @@ def sample_kind(operation: Operation, body: Mapping[str, Any] | None,
 
 def operation_kind(operation: Operation) -> SampleKind:
     """Which learned speeds estimate a call of `operation`."""
-    return SampleKind.EMBEDDING if operation in _EMBEDDING_OPS else SampleKind.GENERATION
+    # Identity tests: a set lookup would hash the member in Python (Enum.__hash__), on every request.
+    return SampleKind.EMBEDDING if operation is Operation.EMBED or operation is Operation.EMBEDDINGS \
+        else SampleKind.GENERATION
 
 
 def updated(prev: LatencyStats | None, *, ttft_ms: float, total_ms: float,

@@ -38,7 +38,7 @@ from ollama_proxy.core.routing import explain, scalar, vector
 from ollama_proxy.core.routing.fleet import Fleet, Load
 from ollama_proxy.core.routing.ranking import BackendScore, Ranking
 from ollama_proxy.core.routing.state import BackendView, RouteRequest
-from ollama_proxy.core.routing.weights import FACTORS, Weights, weights_for
+from ollama_proxy.core.routing.weights import Weights, weights_for
 from ollama_proxy.errors import NoBackendAvailable
 
 __all__ = ["TIE_MARGIN", "BackendScore", "RoutingDecision", "fail_over", "select", "select_backend"]
@@ -191,8 +191,8 @@ def _weighted_detail(request: RouteRequest, mode: EfficiencyMode, chosen: int, r
         detail = explain.tie_detail(ranking.tied, by_priority)
     else:
         # No tie, so the chosen one is ranked first.
-        gains = [(weight * (mine - theirs), k) for weight, mine, theirs, k in zip(
-            w.vector, ranking.factors_of(chosen), ranking.factors_of(ranking.ranked[1]), FACTORS, strict=True)]
+        gains = [weight * (mine - theirs) for weight, mine, theirs in zip(
+            w.vector, ranking.factors_of(chosen), ranking.factors_of(ranking.ranked[1]), strict=True)]
         detail = explain.gains_detail(gains, len(ranking.ranked))
     if not request.power_efficient:
         return detail
