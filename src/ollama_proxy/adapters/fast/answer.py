@@ -19,7 +19,7 @@ from ollama_proxy.adapters.http.calls import (
     ALLOW,
     STREAM_CONTENT_TYPES,
     Exchange,
-    answer_headers,
+    answer_header_pairs,
     new_request_id,
     operation_of,
     refusal,
@@ -127,9 +127,10 @@ async def _serve(server: FastServer, conn: Connection, request: Request, exchang
 
 async def _respond(server: FastServer, conn: Connection, request: Request, exchange: _Exchange,
                    reply: Reply) -> None:
-    headers = answer_headers(reply.headers, exchange.request_id, reply.record)
-    lines = framing.header_lines(headers.items()) + exchange.cors
-    typed = "Content-Type" in headers
+    lines = framing.header_lines(answer_header_pairs(reply.headers, exchange.request_id, reply.record)) + exchange.cors
+    # The proxy's own headers never type the body: the backend's do, if any (its headers look up case-insensitively).
+    content_type = reply.headers.get("Content-Type") if reply.headers else None
+    typed = content_type is not None
     if reply.stream is None:
         body = reply.body
         if isinstance(body, bytes):
@@ -140,8 +141,7 @@ async def _respond(server: FastServer, conn: Connection, request: Request, excha
         return
     if not typed:
         lines += _STREAM_TYPES.get(reply.framing, _OCTET_STREAM)
-    content_type = headers.get("Content-Type", "")
-    exchange.stream_sse = "event-stream" in content_type or (not typed and reply.framing is Framing.SSE)
+    exchange.stream_sse = "event-stream" in (content_type or "") or (not typed and reply.framing is Framing.SSE)
     exchange.status = reply.status
     chunked = not request.http10
     if not chunked:

@@ -15,7 +15,11 @@ from typing import Any
 import orjson
 from multidict import CIMultiDict
 
-from ollama_proxy.adapters.http.headers import forwardable_request_headers, forwardable_response_headers
+from ollama_proxy.adapters.http.headers import (
+    forwardable_request_headers,
+    forwardable_response_headers,
+    forwardable_response_pairs,
+)
 from ollama_proxy.config.schema import Config
 from ollama_proxy.core.ollama_api import (
     CONTEXT_PREFIX,
@@ -203,6 +207,18 @@ def answer_headers(upstream: Mapping[str, str] | None, request_id: str, record: 
     headers = forwardable_response_headers(upstream.items()) if upstream else CIMultiDict()
     headers.update(reply_headers(request_id, record))
     return headers
+
+
+def answer_header_pairs(upstream: Mapping[str, str] | None, request_id: str, record: CallRecord
+                        ) -> list[tuple[str, str]]:
+    """`answer_headers` as name-value pairs, for a front that writes the head itself: what the backend
+    sent that may cross (less what the proxy's own replace), then the proxy's own."""
+    own = reply_headers(request_id, record)
+    if not upstream:
+        return list(own.items())
+    pairs = forwardable_response_pairs(upstream.items(), {name.lower() for name in own})
+    pairs += own.items()
+    return pairs
 
 
 def refusal(exchange: Exchange, exc: OllamaProxyError) -> tuple[dict[str, str], dict[str, Any]]:

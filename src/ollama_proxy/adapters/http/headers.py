@@ -3,7 +3,7 @@ the proxy's own business (see the comments)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from multidict import CIMultiDict
 
@@ -27,9 +27,12 @@ def forwardable_request_headers(headers: Iterable[tuple[str, str]], extra_drop: 
                  if (lowered := name.lower()) not in _REQUEST_DROP and lowered not in extra_drop)
 
 
+def forwardable_response_pairs(headers: Iterable[tuple[str, str]], replaced: Collection[str] = ()
+                               ) -> list[tuple[str, str]]:
+    """The response headers that may cross the proxy, less those `replaced` names (lower case)."""
+    return [(name, value) for name, value in headers
+            if (lowered := name.lower()) not in _RESPONSE_DROP and lowered not in replaced]
+
+
 def forwardable_response_headers(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers:
-        if name.lower() not in _RESPONSE_DROP:
-            out.add(name, value)
-    return out
+    return CIMultiDict(forwardable_response_pairs(headers))
