@@ -21,7 +21,7 @@ from ollama_proxy.config.schema import BackendConfig, RouterConfig
 from ollama_proxy.core.admission import AdmissionQueue
 from ollama_proxy.core.ollama_api import canonical_model
 from ollama_proxy.core.routing.breaker import CircuitBreaker, Outcome
-from ollama_proxy.core.routing.fleet import LoadBoard
+from ollama_proxy.core.routing.load import LoadBoard
 from ollama_proxy.errors import OllamaProxyError
 from ollama_proxy.service.admission import AdmissionGate
 from ollama_proxy.service.tasks import TaskSet

@@ -10,7 +10,7 @@ Every request pays for its decision, so the columns are kept between requests an
 when something in them changes: the pool's revision (reachability, models, residency, breaker
 events), a breaker's clock running out, or a new system sample (thermal). Learned latency is
 re-read per model by the fleet itself, and in-flight and queued counts come from the pool's
-`LoadBoard`, which each admission queue updates as it changes.
+`load.LoadBoard`, which each admission queue updates as it changes.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from typing import Any, Protocol
 from ollama_proxy.config.schema import Config
 from ollama_proxy.core.modes import POLICIES, EfficiencyMode
 from ollama_proxy.core.operations import Operation
-from ollama_proxy.core.routing.fleet import ELIGIBLE, Fleet, Load
+from ollama_proxy.core.routing.fleet import ELIGIBLE, Fleet
 from ollama_proxy.core.routing.latency import LOAD_NOTICEABLE_MS, LatencyBook, sample_kind
+from ollama_proxy.core.routing.load import Load
 from ollama_proxy.core.routing.select import RoutingDecision, select
 from ollama_proxy.core.routing.state import BackendView, BreakerState, RouteRequest, SampleKind, ThermalState
 from ollama_proxy.core.routing.weights import Weights, weights_for

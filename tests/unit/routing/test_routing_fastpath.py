@@ -23,9 +23,9 @@ from ollama_proxy.core.routing.fleet import (
     OVER_POWER,
     POWER_CAP,
     Fleet,
-    Load,
 )
 from ollama_proxy.core.routing.latency import default_service_ms, estimate_latency_ms, expected_reply_tokens, queue_wait
+from ollama_proxy.core.routing.load import Load
 from ollama_proxy.core.routing.select import (
     TIE_MARGIN,
     BackendScore,

@@ -8,7 +8,7 @@ import pytest
 
 from ollama_proxy.config.load import validate
 from ollama_proxy.core.admission import Priority
-from ollama_proxy.core.routing.fleet import Load, LoadBoard
+from ollama_proxy.core.routing.load import Load, LoadBoard
 from ollama_proxy.service.pool import BackendPool
 from ollama_proxy.service.tasks import TaskSet
 from ollama_proxy.testing.memory import MemoryTransport

@@ -15,11 +15,7 @@ from typing import Any
 import orjson
 from multidict import CIMultiDict
 
-from ollama_proxy.adapters.http.headers import (
-    forwardable_request_headers,
-    forwardable_response_headers,
-    forwardable_response_pairs,
-)
+from ollama_proxy.adapters.http.headers import forwardable_request_headers, forwardable_response_pairs
 from ollama_proxy.config.schema import Config
 from ollama_proxy.core.ollama_api import (
     CONTEXT_PREFIX,
@@ -202,17 +198,15 @@ def reply_headers(request_id: str, record: CallRecord) -> dict[str, str]:
 
 
 def answer_headers(upstream: Mapping[str, str] | None, request_id: str, record: CallRecord) -> CIMultiDict[str]:
-    """An answer's headers: what the backend sent that may cross the proxy, with the proxy's own
-    (`reply_headers`) in place of any the backend also sent (llama.cpp sends its own X-Request-ID)."""
-    headers = forwardable_response_headers(upstream.items()) if upstream else CIMultiDict()
-    headers.update(reply_headers(request_id, record))
-    return headers
+    """`answer_header_pairs` as the multidict aiohttp's responses take."""
+    return CIMultiDict(answer_header_pairs(upstream, request_id, record))
 
 
 def answer_header_pairs(upstream: Mapping[str, str] | None, request_id: str, record: CallRecord
                         ) -> list[tuple[str, str]]:
-    """`answer_headers` as name-value pairs, for a front that writes the head itself: what the backend
-    sent that may cross (less what the proxy's own replace), then the proxy's own."""
+    """An answer's headers as name-value pairs: what the backend sent that may cross the proxy, less
+    any the proxy's own (`reply_headers`) replace (llama.cpp sends its own X-Request-ID), then the
+    proxy's own."""
     own = reply_headers(request_id, record)
     if not upstream:
         return list(own.items())

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from multidict import CIMultiDict
-
 # Connection-level headers are meaningful for one hop only (RFC 9110 7.6.1). Host is rewritten
 # because Ollama's DNS-rebinding check refuses foreign hosts with an empty 403; Origin is
 # dropped because Ollama refuses unknown origins the same way: the proxy does CORS itself.
@@ -32,7 +30,3 @@ def forwardable_response_pairs(headers: Iterable[tuple[str, str]], replaced: Col
     """The response headers that may cross the proxy, less those `replaced` names (lower case)."""
     return [(name, value) for name, value in headers
             if (lowered := name.lower()) not in _RESPONSE_DROP and lowered not in replaced]
-
-
-def forwardable_response_headers(headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
-    return CIMultiDict(forwardable_response_pairs(headers))

@@ -4,7 +4,8 @@
     breaker.py   CircuitBreaker, Outcome, classify_status
     latency.py   LatencyBook (learned latency and load time), sample_kind, estimate_latency_ms
     weights.py   Weights per efficiency mode, header shifts (core.modes: each mode's other rules)
-    fleet.py     Fleet (backend facts as numpy columns and lists, cached by the router), Load
+    fleet.py     Fleet (backend facts as numpy columns and lists, cached by the router)
+    load.py      Load (in flight and queued per backend), LoadBoard (keeps it current)
     select.py    select / select_backend -> RoutingDecision (or NoBackendAvailable)
     ranking.py   Ranking, BackendScore: what screening and scoring hand select.py
     scalar.py    screening and scoring one backend at a time (small fleets)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from ollama_proxy.core.modes import EfficiencyMode
 from ollama_proxy.core.routing import explain
-from ollama_proxy.core.routing.fleet import ELIGIBLE, OVER_LATENCY, OVER_POWER, POWER_CAP, Fleet, Load
+from ollama_proxy.core.routing.fleet import ELIGIBLE, OVER_LATENCY, OVER_POWER, POWER_CAP, Fleet
 from ollama_proxy.core.routing.latency import DEFAULT_LOAD_MS, expected_reply_tokens, ms_per_token
+from ollama_proxy.core.routing.load import Load
 from ollama_proxy.core.routing.ranking import Excluded, Ranking, Scores
 from ollama_proxy.core.routing.state import RouteRequest, SampleKind
 from ollama_proxy.core.routing.weights import Weights
@@ -61,12 +62,12 @@ def rank(request: RouteRequest, fleet: Fleet, load: Load, target: int | None, po
             fit = fits[r] = resident[r] if context_tokens is None else 1.0 if context[r] >= context_tokens else 0.0
             loading = loads[r]
             ready[r] = ttft + (1.0 - fit) * (DEFAULT_LOAD_MS if loading is None else loading)
-    if loads is None:
+    if model is None:
         fits, estimates = resident, first_token
     else:
         reply = 0.0
         if timed and request.kind is SampleKind.GENERATION:
-            reply = expected_reply_tokens(request.reply_tokens, fleet.typical_reply_tokens(model or ""))
+            reply = expected_reply_tokens(request.reply_tokens, fleet.typical_reply_tokens(model))
         estimates = ready
         if reply:
             estimates = [e + reply * p for e, p in zip(estimates, per_token, strict=True)]

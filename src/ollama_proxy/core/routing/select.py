@@ -1,7 +1,7 @@
 """Backend selection: filter the backends that may serve a request, estimate and score the rest, pick.
 
 `select` is a pure function of the request, the backends' slow-changing facts as columns
-(`fleet.Fleet`), their current load (`fleet.Load`), the efficiency mode and a random generator
+(`fleet.Fleet`), their current load (`load.Load`), the efficiency mode and a random generator
 used only between truly equal candidates; `select_backend` does the same from a list of
 `BackendView`s. Both return a `RoutingDecision` (the pick, the failover order, estimates, the
 reason and every score) or raise `NoBackendAvailable` whose `reasons` say which constraint
@@ -32,10 +32,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from ollama_proxy.core.modes import POLICIES, EfficiencyMode
 from ollama_proxy.core.routing import explain, scalar, vector
-from ollama_proxy.core.routing.fleet import Fleet, Load
+from ollama_proxy.core.routing.fleet import Fleet
+from ollama_proxy.core.routing.load import Load
 from ollama_proxy.core.routing.ranking import BackendScore, Ranking
 from ollama_proxy.core.routing.state import BackendView, RouteRequest
 from ollama_proxy.core.routing.weights import Weights, weights_for
@@ -155,23 +157,16 @@ def fail_over(decision: RoutingDecision, failed: str, why: str, *, power_w: floa
 
 
 def _shifted(weights: Weights, latency_critical: bool, power_efficient: bool) -> Weights:
+    # The usual request shifts nothing: no cache lookup, which would hash the eleven fields of a Weights.
     if not latency_critical and not power_efficient:
         return weights
+    return _shift(weights, latency_critical, power_efficient)
+
+
+@lru_cache(maxsize=64)
+def _shift(weights: Weights, latency_critical: bool, power_efficient: bool) -> Weights:
     # Few distinct combinations exist; caching keeps validation and the weight vector off the hot path.
-    # Keyed by identity (hashing a Weights hashes its eleven fields); an entry keeps its weights alive,
-    # so a recycled id cannot alias.
-    key = (id(weights), latency_critical, power_efficient)
-    cached = _SHIFTED.get(key)
-    if cached is None or cached[0] is not weights:
-        if len(_SHIFTED) >= _SHIFTED_MAX:
-            _SHIFTED.clear()
-        cached = _SHIFTED[key] = (weights, weights.shifted(latency_critical=latency_critical,
-                                                           power_efficient=power_efficient))
-    return cached[1]
-
-
-_SHIFTED: dict[tuple[int, bool, bool], tuple[Weights, Weights]] = {}
-_SHIFTED_MAX = 64
+    return weights.shifted(latency_critical=latency_critical, power_efficient=power_efficient)
 
 
 def _spill(ranking: Ranking, pick: int, wait: Callable[[int], float], patience_ms: float) -> tuple[int | None, int]:

@@ -12,8 +12,9 @@ import numpy as np
 
 from ollama_proxy.core.modes import EfficiencyMode
 from ollama_proxy.core.routing import explain
-from ollama_proxy.core.routing.fleet import ELIGIBLE, OVER_LATENCY, OVER_POWER, POWER_CAP, Fleet, Load, closeness
+from ollama_proxy.core.routing.fleet import ELIGIBLE, OVER_LATENCY, OVER_POWER, POWER_CAP, Fleet, closeness
 from ollama_proxy.core.routing.latency import expected_reply_tokens, queue_wait
+from ollama_proxy.core.routing.load import Load
 from ollama_proxy.core.routing.ranking import BackendScore, Excluded, Ranking
 from ollama_proxy.core.routing.state import RouteRequest, SampleKind
 from ollama_proxy.core.routing.weights import Weights
@@ -80,8 +81,8 @@ class _Screen:
         # Usually every backend has a free slot, and then the estimate is the cached column itself.
         self.wait: np.ndarray | None = None
         self.first_token: np.ndarray = latency.ttft_ms
-        # Nothing in flight or queued anywhere: every backend has a free slot, no arithmetic needed.
-        if not (load.idle and fleet.slot_when_idle) and bool((ahead - fleet.slack).max() > 0):
+        # Nothing in flight or queued anywhere: every backend has a free slot (each has one at least).
+        if not load.idle and bool((ahead - fleet.slack).max() > 0):
             self.wait = queue_wait(latency.service_ms, ahead, fleet.max_concurrent)
             self.first_token = latency.ttft_ms + self.wait
         if request.model is None:
