@@ -275,8 +275,12 @@ async def test_stall_mid_stream_ends_with_error_after_idle_timeout(raw_factory: 
     await assert_serves(url, "/api/generate")
 
 
+# A client that reads nothing for a while: the proxy must stop reading the backend (backpressure)
+# rather than hold what the backend sends meanwhile.
+@pytest.mark.parametrize("client_pause_s", [0.0, 1.5], ids=["reading", "slow-client"])
 async def test_huge_line_is_relayed_whole_in_bounded_memory(raw_factory: Callable[..., Any],
-                                                            proxy_factory: Callable[..., Any]) -> None:
+                                                            proxy_factory: Callable[..., Any],
+                                                            client_pause_s: float) -> None:
     faulty, spare = await raw_factory("huge_line"), await raw_factory()
     url = await proxy_factory(proxy_config(faulty.url, spare.url))
     expected, expected_len = hashlib.sha256(), 0
@@ -296,6 +300,7 @@ async def test_huge_line_is_relayed_whole_in_bounded_memory(raw_factory: Callabl
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session, \
                 session.post(url + "/api/generate", json=request_body("/api/generate", stream=True)) as r:
             status = r.status
+            await asyncio.sleep(client_pause_s)
             async for chunk in r.content.iter_any():
                 received.update(chunk)
                 size += len(chunk)

@@ -33,7 +33,7 @@ from ollama_proxy.core.operations import Dialect, Operation
 from ollama_proxy.core.streams import LastLine, LineSplitter, LineTooLong, StreamFailure
 from ollama_proxy.core.translation import UNFINISHED_STREAM, ReplyTranslator, Translation
 from ollama_proxy.errors import UpstreamError
-from ollama_proxy.service.reply import CallRecord, Framing, Piece, Reply
+from ollama_proxy.service.reply import CallRecord, Framing, Piece, Reply, Sink
 from ollama_proxy.service.transport import ERROR_BODY_LIMIT, UpstreamReply
 
 # Replies the proxy must read whole (to check or translate them) are refused past this size.
@@ -89,24 +89,57 @@ async def relay(upstream: UpstreamReply, *, operation: Operation, dialect: Diale
     first = await upstream.readany()
     framing = Framing.SSE if upstream.is_sse else Framing.NDJSON
     ending = _Ending(operation, dialect, upstream, backend_id, learner) if status == 200 else None
-    return Reply(status, record, framing, headers, stream=_relayed(upstream, first, ending, learner))
+    relayed = _Relayed(upstream, first, ending, learner)
+    return Reply(status, record, framing, headers, stream=relayed.pieces(), pipe=relayed.pipe)
 
 
-async def _relayed(upstream: UpstreamReply, chunk: bytes, ending: _Ending | None,
-                   learner: Learner) -> AsyncGenerator[Piece, None]:
-    tail = LastLine()
-    while chunk:
-        tail.feed(chunk)
-        yield chunk
-        try:
-            chunk = await upstream.readany()
-        except UpstreamError as exc:
-            learner.failed(str(exc), exc)
-            yield StreamFailure(str(exc), open_line=not tail.ends_line)
-            return
-    failure = ending.judge(tail) if ending is not None else None
-    if failure is not None:
-        yield StreamFailure(failure, open_line=not tail.ends_line)
+class _Relayed:
+    """A stream relayed as it came, read piece by piece (`pieces`) or piped to a front's sink (`pipe`);
+    either way its tail is kept for the ending's judgement and a failure ends it as its last piece."""
+
+    __slots__ = ("_ending", "_first", "_learner", "_upstream")
+
+    def __init__(self, upstream: UpstreamReply, first: bytes, ending: _Ending | None, learner: Learner) -> None:
+        self._upstream, self._first, self._ending, self._learner = upstream, first, ending, learner
+
+    async def pieces(self) -> AsyncGenerator[Piece, None]:
+        tail, chunk = LastLine(), self._first
+        while chunk:
+            tail.feed(chunk)
+            yield chunk
+            try:
+                chunk = await self._upstream.readany()
+            except UpstreamError as exc:
+                yield self._broken(exc, tail)
+                return
+        failure = self._ended(tail)
+        if failure is not None:
+            yield failure
+
+    async def pipe(self, sink: Sink) -> StreamFailure | None:
+        tail, first = LastLine(), self._first
+        if first:
+            feed, write = tail.feed, sink.write
+
+            def deliver(data: bytes) -> bool:
+                feed(data)
+                return write(data)
+
+            if not deliver(first):
+                await sink.drain()
+            try:
+                await self._upstream.pipe(deliver, sink.drain)
+            except UpstreamError as exc:
+                return self._broken(exc, tail)
+        return self._ended(tail)
+
+    def _broken(self, exc: UpstreamError, tail: LastLine) -> StreamFailure:
+        self._learner.failed(str(exc), exc)
+        return StreamFailure(str(exc), open_line=not tail.ends_line)
+
+    def _ended(self, tail: LastLine) -> StreamFailure | None:
+        failure = self._ending.judge(tail) if self._ending is not None else None
+        return None if failure is None else StreamFailure(failure, open_line=not tail.ends_line)
 
 
 class _Ending:

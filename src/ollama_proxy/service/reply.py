@@ -5,16 +5,18 @@ A front turns its request into a `Call` (an operation in a dialect, with the bod
 and the sizing it asks for) and renders the `Reply`: a status, the pipeline's decisions as data
 (`CallRecord`), then either a whole body or a stream of pieces. Pieces are bytes already in the
 client's framing (a relayed stream), event dicts for the front to frame (a translated stream),
-`END_OF_STREAM` (OpenAI's `[DONE]`) or, last, a `StreamFailure`.
+`END_OF_STREAM` (OpenAI's `[DONE]`) or, last, a `StreamFailure`. A relayed stream can also be piped
+(`Reply.pipe`): its bytes go to the front's `Sink` from the upstream connection's callback as they
+arrive, and only the failure, if any, comes back.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from ollama_proxy.core.context.sizing import SizeDecision
 from ollama_proxy.core.ollama_api import SizeMode
@@ -76,6 +78,15 @@ class CallRecord:
     failure: str | None = None  # why a stream already under way broke
 
 
+class Sink(Protocol):
+    """Where a front has a piped stream written: the client's connection, in the client's framing."""
+
+    def write(self, data: bytes) -> bool:
+        """Write one piece; False when the client's buffer is full (await `drain` before the next)."""
+
+    async def drain(self) -> None: ...
+
+
 @dataclass(slots=True)
 class Reply:
     status: int
@@ -85,3 +96,6 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | dict[str, Any] | list[Any] | None = None
     stream: AsyncGenerator[Piece, None] | None = None
+    # The same stream, written to the front's sink as it arrives; returns its last piece when it failed.
+    # A front uses one of `stream` and `pipe`, never both.
+    pipe: Callable[[Sink], Awaitable[StreamFailure | None]] | None = None

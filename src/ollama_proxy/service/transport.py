@@ -12,7 +12,7 @@ joined to the backend's configured origin, so no request can name another server
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -25,6 +25,9 @@ ERROR_BODY_LIMIT = 32 * 1024
 # What may be sent as a request body: bytes in memory (which may be sent again on a fresh
 # connection), a stream read once (a blob upload), or nothing.
 Body = bytes | AsyncIterable[bytes] | None
+# Takes one piece of a piped body; False when the receiver is full (the pipe then awaits `Drain`).
+Deliver = Callable[[bytes], bool]
+Drain = Callable[[], Awaitable[None]]
 
 
 class UpstreamReply(Protocol):
@@ -55,6 +58,11 @@ class UpstreamReply(Protocol):
     async def read_error_body(self) -> bytes:
         """At most a few tens of KB of an error body, read once and remembered."""
 
+    async def pipe(self, deliver: Deliver, drain: Drain) -> None:
+        """The rest of the body, each piece handed to `deliver` as it arrives (from the connection's
+        own callback where the client can: no task wakes up per piece); returns at its end. While
+        `deliver` says it is full, nothing more is read until `drain` returns."""
+
     def forget_connection(self) -> None:
         """Keep the connection behind this reply out of the pool (it ended in a bad state)."""
 
@@ -78,3 +86,10 @@ class Transport(Protocol):
     """Makes the client for each configured backend."""
 
     def client_for(self, backend: BackendConfig, router: RouterConfig) -> BackendClient: ...
+
+
+async def pipe_by_reads(readany: Callable[[], Awaitable[bytes]], deliver: Deliver, drain: Drain) -> None:
+    """`UpstreamReply.pipe` for a client that can only be read: one `readany` per piece."""
+    while data := await readany():
+        if not deliver(data):
+            await drain()

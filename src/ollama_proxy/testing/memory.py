@@ -23,7 +23,7 @@ import orjson
 
 from ollama_proxy.config.schema import BackendConfig, RouterConfig
 from ollama_proxy.errors import UpstreamConnectError, UpstreamError
-from ollama_proxy.service.transport import ERROR_BODY_LIMIT, Body, Headers
+from ollama_proxy.service.transport import ERROR_BODY_LIMIT, Body, Deliver, Drain, Headers, pipe_by_reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +107,9 @@ class MemoryReply:
         if self._error_body is None:
             self._error_body = (await self.read(1 << 30))[:ERROR_BODY_LIMIT]
         return self._error_body
+
+    async def pipe(self, deliver: Deliver, drain: Drain) -> None:
+        await pipe_by_reads(self.readany, deliver, drain)
 
     def forget_connection(self) -> None:
         self.forgotten = True

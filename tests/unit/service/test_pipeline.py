@@ -101,6 +101,34 @@ async def drain(reply: Reply) -> list[Piece]:
     return [piece async for piece in reply.stream]
 
 
+class ListSink:
+    """A front's sink that is full after every piece, so that each one waits for `drain`."""
+
+    def __init__(self) -> None:
+        self.pieces: list[Piece] = []
+        self.drained = 0
+
+    def write(self, data: bytes) -> bool:
+        self.pieces.append(data)
+        return False
+
+    async def drain(self) -> None:
+        self.drained += 1
+
+
+async def piped(reply: Reply) -> list[Piece]:
+    """The reply as a front with a sink takes it (`Reply.pipe`): what was written, then the failure if any."""
+    assert reply.pipe is not None
+    sink = ListSink()
+    failure = await reply.pipe(sink)
+    assert sink.drained == len(sink.pieces)
+    return [*sink.pieces, *([failure] if failure is not None else [])]
+
+
+# A relayed stream read piece by piece (the aiohttp front, WebSocket, gRPC) and piped (the fast front).
+READERS = pytest.mark.parametrize("read", [drain, piped], ids=["pieces", "piped"])
+
+
 async def test_auto_sizing_writes_num_ctx_into_what_is_sent(parts: Callable[..., Any]) -> None:
     p = await parts({"gpu": ollama()})
     async with p.pipeline.run(generate(size=SizeMode.AUTO)) as reply:
@@ -142,8 +170,9 @@ async def test_failover_before_the_first_byte(parts: Callable[..., Any]) -> None
     assert p.pool.backends["a"].breaker.consecutive_failures == 1
 
 
+@READERS
 async def test_a_stream_broken_after_its_first_byte_ends_with_a_failure_and_is_not_sent_again(
-        parts: Callable[..., Any]) -> None:
+        parts: Callable[..., Any], read: Callable[[Reply], Any]) -> None:
     async def dies() -> AsyncIterator[bytes]:
         yield orjson.dumps({"model": MODEL, "response": "Hi", "done": False}) + b"\n"
         yield b'{"model": "llama3.2", "resp'
@@ -151,7 +180,8 @@ async def test_a_stream_broken_after_its_first_byte_ends_with_a_failure_and_is_n
 
     p = await parts({"a": ollama(lambda r: MemoryResponse.ndjson(dies())), "b": ollama()})
     async with p.pipeline.run(generate()) as reply:
-        pieces = await drain(reply)
+        pieces = await read(reply)
+    assert pieces[:2] == [b'{"model":"llama3.2","response":"Hi","done":false}\n', b'{"model": "llama3.2", "resp']
     assert isinstance(pieces[-1], StreamFailure) and pieces[-1].open_line
     assert "broke off" in pieces[-1].reason
     assert reply.record.failure == pieces[-1].reason and p.failures == ["stream_broken"]
@@ -159,10 +189,12 @@ async def test_a_stream_broken_after_its_first_byte_ends_with_a_failure_and_is_n
     assert p.pool.backends["a"].breaker.consecutive_failures == 1
 
 
-async def test_a_finished_answer_is_learned_from(parts: Callable[..., Any]) -> None:
+@READERS
+async def test_a_finished_answer_is_learned_from(parts: Callable[..., Any], read: Callable[[Reply], Any]) -> None:
     p = await parts({"gpu": ollama()})
     async with p.pipeline.run(generate()) as reply:
-        await drain(reply)
+        pieces = await read(reply)
+    assert len(pieces) == 2 and all(type(piece) is bytes for piece in pieces)
     learned = p.router.latency.for_backend("gpu")
     assert f"{MODEL}:latest" in learned and learned[f"{MODEL}:latest"].tokens_per_s == pytest.approx(100.0)
 

@@ -63,15 +63,22 @@ async def body_of(client: BackendClient, method: str = "POST", path: str = "/api
         return await reply.read(1 << 24)
 
 
-async def pieces_until_error(client: BackendClient, settle_s: float = 0.0) -> tuple[list[bytes], UpstreamError]:
-    """Read until the body fails; first wait `settle_s`, so that the data and the break both arrive first."""
+async def pieces_until_error(client: BackendClient, settle_s: float = 0.0, *,
+                             piped: bool = False) -> tuple[list[bytes], UpstreamError]:
+    """Read (or `pipe`) until the body fails; first wait `settle_s`, so that the data and the break both
+    arrive first."""
     got: list[bytes] = []
     async with client.open("POST", "/api/generate", body=b"{}") as reply:
         await asyncio.sleep(settle_s)
         with pytest.raises(UpstreamError) as caught:
+            if piped:
+                await reply.pipe(lambda data: got.append(data) is None, asyncio.sleep)
             while chunk := await reply.readany():
                 got.append(chunk)
     return got, caught.value
+
+
+PIPED = pytest.mark.parametrize("piped", [False, True], ids=["readany", "pipe"])
 
 
 # --- keep-alive ------------------------------------------------------------------------------------
@@ -259,6 +266,53 @@ async def test_readany_hands_over_each_piece_as_it_arrives(backend_factory: Call
         assert await reply.readany() == b""
 
 
+async def test_pipe_hands_over_each_piece_and_reads_nothing_while_the_receiver_is_full(
+        backend_factory: Callable[..., Any], client_factory: Factory) -> None:
+    go_on, drained = asyncio.Event(), asyncio.Event()
+
+    async def paced(talk: Conversation) -> None:
+        await talk.request()
+        await talk.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await go_on.wait()
+        await talk.send(b"6\r\nsecond\r\n0\r\n\r\n")
+
+    got: list[bytes] = []
+
+    def deliver(data: bytes) -> bool:
+        got.append(data)
+        go_on.set()
+        return len(got) > 1  # full after the first piece
+
+    backend = await backend_factory(paced)
+    client = await client_factory(backend)
+    async with client.open("POST", "/api/generate", body=b"{}") as reply:
+        piping = asyncio.ensure_future(reply.pipe(deliver, drained.wait))
+        await asyncio.sleep(0.2)  # "second" has arrived by now, but nobody may read it
+        assert got == [b"first"] and not piping.done()
+        drained.set()
+        await asyncio.wait_for(piping, 2)
+    assert got == [b"first", b"second"]
+    assert await body_of(client) == b"firstsecond"  # and the next exchange is served as usual
+
+
+async def test_pipe_is_not_silence_while_pieces_keep_coming(backend_factory: Callable[..., Any],
+                                                            client_factory: Factory) -> None:
+    async def trickles(talk: Conversation) -> None:
+        await talk.request()
+        await talk.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(6):
+            await talk.send(b"4\r\ntick\r\n")
+            await asyncio.sleep(0.1)
+        await talk.send(b"0\r\n\r\n")
+
+    backend = await backend_factory(trickles)
+    client = await client_factory(backend, idle_timeout_s=0.25)
+    got: list[bytes] = []
+    async with client.open("POST", "/api/generate", body=b"{}") as reply:
+        await reply.pipe(lambda data: got.append(data) is None, asyncio.sleep)
+    assert b"".join(got) == b"tick" * 6
+
+
 async def test_a_large_body_streams_through_in_order(backend_factory: Callable[..., Any],
                                                      client_factory: Factory) -> None:
     block = bytes(range(256)) * 4096  # 1 MiB
@@ -292,28 +346,30 @@ async def test_a_streamed_body_goes_chunked_or_with_its_given_length(backend_fac
 
 # --- failures ------------------------------------------------------------------------------------------
 
+@PIPED
 async def test_data_before_a_break_mid_body_comes_before_the_error(backend_factory: Callable[..., Any],
-                                                                   client_factory: Factory) -> None:
+                                                                   client_factory: Factory, piped: bool) -> None:
     async def short(talk: Conversation) -> None:
         await talk.request()
         await talk.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nten bytes!")
 
     backend = await backend_factory(short)
     client = await client_factory(backend)
-    got, error = await pieces_until_error(client, settle_s=0.2)
+    got, error = await pieces_until_error(client, settle_s=0.2, piped=piped)
     assert b"".join(got) == b"ten bytes!"
     assert isinstance(error, UpstreamConnectError) and "broke off mid-body" in str(error)
 
 
+@PIPED
 async def test_half_a_chunk_then_close_hands_over_the_half(backend_factory: Callable[..., Any],
-                                                           client_factory: Factory) -> None:
+                                                           client_factory: Factory, piped: bool) -> None:
     async def half(talk: Conversation) -> None:
         await talk.request()
         await talk.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nline\r\n8\r\nhalf")
 
     backend = await backend_factory(half)
     client = await client_factory(backend)
-    got, error = await pieces_until_error(client, settle_s=0.2)
+    got, error = await pieces_until_error(client, settle_s=0.2, piped=piped)
     assert b"".join(got) == b"linehalf"
     assert isinstance(error, UpstreamConnectError)
 
@@ -360,7 +416,8 @@ async def test_slow_headers_time_out(backend_factory: Callable[..., Any], client
     assert time.monotonic() - started < 1.5
 
 
-async def test_silence_mid_body_times_out(backend_factory: Callable[..., Any], client_factory: Factory) -> None:
+@PIPED
+async def test_silence_mid_body_times_out(backend_factory: Callable[..., Any], client_factory: Factory, piped: bool) -> None:
     async def stalls(talk: Conversation) -> None:
         await talk.request()
         await talk.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n")
@@ -369,7 +426,7 @@ async def test_silence_mid_body_times_out(backend_factory: Callable[..., Any], c
     backend = await backend_factory(stalls)
     client = await client_factory(backend, idle_timeout_s=0.2)
     started = time.monotonic()
-    got, error = await pieces_until_error(client)
+    got, error = await pieces_until_error(client, piped=piped)
     assert got == [b"one"]
     assert isinstance(error, UpstreamTimeout) and "idle_timeout_s=0.2" in str(error)
     assert time.monotonic() - started < 1.5

@@ -151,23 +151,47 @@ async def _respond(server: FastServer, conn: Connection, request: Request, excha
     if not framing.has_body(reply.status, request.method):
         return
     sse = reply.framing is Framing.SSE
-    async for piece in reply.stream:
-        if type(piece) is bytes:
-            data = piece
-        elif isinstance(piece, dict):
-            data = encode_event(piece) if sse else orjson.dumps(piece) + b"\n"
-        elif isinstance(piece, EndOfStream):
-            data = DONE_EVENT
-        elif isinstance(piece, StreamFailure):
-            data = stream_error_line(piece.reason, sse, open_line=piece.open_line)
-        else:
-            continue
-        if data:
-            conn.write(framing.chunk(data) if chunked else data)
-            if conn.blocked:
-                await conn.drain()
+    if reply.pipe is not None:
+        # Relayed bytes: written from the upstream connection's callback, no wake-up of this task per piece.
+        failure = await reply.pipe(_Sink(conn, chunked))
+        if failure is not None:
+            line = stream_error_line(failure.reason, sse, open_line=failure.open_line)
+            conn.write(framing.chunk(line) if chunked else line)
+    else:
+        async for piece in reply.stream:
+            if type(piece) is bytes:
+                data = piece
+            elif isinstance(piece, dict):
+                data = encode_event(piece) if sse else orjson.dumps(piece) + b"\n"
+            elif isinstance(piece, EndOfStream):
+                data = DONE_EVENT
+            elif isinstance(piece, StreamFailure):
+                data = stream_error_line(piece.reason, sse, open_line=piece.open_line)
+            else:
+                continue
+            if data:
+                conn.write(framing.chunk(data) if chunked else data)
+                if conn.blocked:
+                    await conn.drain()
     if chunked:
         conn.write(framing.LAST_CHUNK)
+
+
+class _Sink:
+    """The client's connection as a piped stream's sink: each piece a chunk (HTTP/1.1), or as it is."""
+
+    __slots__ = ("_chunked", "_conn")
+
+    def __init__(self, conn: Connection, chunked: bool) -> None:
+        self._conn, self._chunked = conn, chunked
+
+    def write(self, data: bytes) -> bool:
+        conn = self._conn
+        conn.write(framing.chunk(data) if self._chunked else data)
+        return not conn.blocked
+
+    async def drain(self) -> None:
+        await self._conn.drain()
 
 
 def _failed(server: FastServer, conn: Connection, request: Request, exchange: _Exchange,

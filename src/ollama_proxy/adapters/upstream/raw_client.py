@@ -43,7 +43,7 @@ from ollama_proxy.adapters.upstream.raw_connection import (
 from ollama_proxy.adapters.upstream.shared import BodyReads, Failures, IdleWatch, json_answer
 from ollama_proxy.config.schema import BackendConfig, RouterConfig
 from ollama_proxy.errors import UpstreamError
-from ollama_proxy.service.transport import BackendClient, Body, Headers
+from ollama_proxy.service.transport import BackendClient, Body, Deliver, Drain, Headers
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +117,45 @@ class RawReply(BodyReads):
                         watch.waiting = False
                 data = conn.take()
             return data
-        except ConnectionBroken as exc:
-            if self._watch is not None and self._watch.fired:
-                raise self._client.failures.silent() from exc
-            raise self._client.failures.broke_off(exc) from exc
-        except BadResponse as exc:
-            raise self._client.failures.invalid(exc) from exc
+        except (ConnectionBroken, BadResponse) as exc:
+            raise self._failure(exc) from exc
+
+    async def pipe(self, deliver: Deliver, drain: Drain) -> None:
+        """The rest of the body handed to `deliver` from the connection's callback as each piece arrives."""
+        conn, watch = self._conn, self._watch
+        try:
+            data = conn.take()
+            while data:  # what arrived before: it goes first
+                if not deliver(data):
+                    await drain()
+                data = conn.take()
+            if data is not None:
+                return
+            conn.pipe_to(deliver, watch)
+            try:
+                while (data := conn.take()) is None:
+                    if conn.receiver_full:
+                        await drain()  # writing to a slow client is not the backend's silence
+                        conn.receiver_drained()
+                        continue
+                    if watch is not None:
+                        watch.waiting = True
+                    try:
+                        await conn.more()
+                    finally:
+                        if watch is not None:
+                            watch.waiting = False
+            finally:
+                conn.pipe_to(None)
+        except (ConnectionBroken, BadResponse) as exc:
+            raise self._failure(exc) from exc
+
+    def _failure(self, exc: ConnectionBroken | BadResponse) -> UpstreamError:
+        if isinstance(exc, BadResponse):
+            return self._client.failures.invalid(exc)
+        if self._watch is not None and self._watch.fired:
+            return self._client.failures.silent()
+        return self._client.failures.broke_off(exc)
 
     def abandon(self) -> None:
         if not self._conn.complete:  # what is left unread is still on its way: the connection is spent

@@ -2,9 +2,11 @@
 (`httptools.HttpResponseParser`) as the bytes arrive.
 
 A connection carries one exchange at a time (no pipelining): `begin` it, write the request, await
-`head()`, then `take()` the body pieces as they came (await `more()` when there are none yet). Body pieces
-are the parser's own bytes objects, handed over as they are. Reading pauses while more than
-`_HIGH_WATER` bytes wait to be taken, so a fast backend cannot fill memory ahead of a slow client.
+`head()`, then `take()` the body pieces as they came (await `more()` when there are none yet), or have
+each piece handed on from the parser's callback as it arrives (`pipe_to`: a streamed reply then wakes no
+task per piece). Body pieces are the parser's own bytes objects, handed over as they are. Reading pauses
+while more than `_HIGH_WATER` bytes wait to be taken, or while the receiver of a piped body is full, so a
+fast backend cannot fill memory ahead of a slow client.
 
 Whether the connection may carry another exchange is only known inside the parser's callbacks
 (`should_keep_alive()` means nothing after them), so it is noted there, in `keep_alive`.
@@ -17,6 +19,9 @@ from collections.abc import Callable, ItemsView, Iterator, Mapping
 from typing import Any, cast
 
 import httptools
+
+from ollama_proxy.adapters.upstream.shared import IdleWatch
+from ollama_proxy.service.transport import Deliver
 
 _HIGH_WATER = 256 * 1024
 # Statuses that never have a body, whatever their headers say (RFC 9110 6.4.1).
@@ -99,6 +104,10 @@ class Connection(asyncio.Protocol):
         self._buffered = 0
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
+        # A piped body: who takes each piece, the reply's idle watch, and whether the taker said it is full.
+        self._deliver: Deliver | None = None
+        self._piped_watch: IdleWatch | None = None
+        self.receiver_full = False
         self.received = False
         self.status = 0
         self.headers = ResponseHeaders([])
@@ -115,6 +124,8 @@ class Connection(asyncio.Protocol):
         self._head = self.loop.create_future()
         self._head_only = head_only
         self._head_done = self.received = self.complete = self.keep_alive = self.chunked = False
+        self.receiver_full = False
+        self._deliver = self._piped_watch = None
         self._pairs = []
         self._pieces.clear()
         self._buffered = 0
@@ -161,9 +172,21 @@ class Connection(asyncio.Protocol):
         return None
 
     def more(self) -> asyncio.Future[None]:
-        """Done when `take()` may have something new."""
+        """Done when `take()` may have something new (or, piping, when the receiver is full)."""
         waiter = self._waiter = self.loop.create_future()
         return waiter
+
+    def pipe_to(self, deliver: Deliver | None, watch: IdleWatch | None = None) -> None:
+        """From now on (None: no longer) each body piece goes to `deliver` as it arrives, counted as a
+        read on `watch`. Call it only when `take()` has nothing: pieces keep their order."""
+        self._deliver, self._piped_watch = deliver, watch
+
+    def receiver_drained(self) -> None:
+        """The receiver of the piped body can take more again."""
+        self.receiver_full = False
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
 
     def time_out_head(self) -> None:
         self.fail(HeadTimeout())
@@ -264,6 +287,18 @@ class Connection(asyncio.Protocol):
             head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        deliver = self._deliver
+        if deliver is not None:
+            watch = self._piped_watch
+            if watch is not None:
+                watch.reads += 1
+            if not deliver(body) and not self.receiver_full:
+                self.receiver_full = True
+                if not self._paused and self.transport is not None:
+                    self._paused = True
+                    self.transport.pause_reading()
+                self._wake(None)
+            return
         self._pieces.append(body)
         self._buffered += len(body)
         if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:

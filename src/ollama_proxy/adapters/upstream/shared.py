@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from ollama_proxy.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
-from ollama_proxy.service.transport import ERROR_BODY_LIMIT
+from ollama_proxy.service.transport import ERROR_BODY_LIMIT, Deliver, Drain, pipe_by_reads
 
 
 class Failures:
@@ -69,7 +69,7 @@ def json_answer(backend_id: str, method: str, path: str, status: int, payload: b
 
 
 class BodyReads:
-    """`read` and `read_error_body` over a reply's own `readany`.
+    """`read`, `read_error_body` and `pipe` over a reply's own `readany`.
 
     A subclass provides `readany`, `abandon` (close the connection behind a body left unread), the
     `content_length` it was announced with and `_backend_id`, and sets `_error_body` to None.
@@ -109,6 +109,9 @@ class BodyReads:
         if self._error_body is None:
             self._error_body = (await self._read_up_to(ERROR_BODY_LIMIT))[:ERROR_BODY_LIMIT]
         return self._error_body
+
+    async def pipe(self, deliver: Deliver, drain: Drain) -> None:
+        await pipe_by_reads(self.readany, deliver, drain)
 
     async def _read_up_to(self, limit: int) -> bytes:
         """The body, or its first `limit` + some bytes when it is longer (its connection then closed)."""
