@@ -417,7 +417,8 @@ async def test_slow_headers_time_out(backend_factory: Callable[..., Any], client
 
 
 @PIPED
-async def test_silence_mid_body_times_out(backend_factory: Callable[..., Any], client_factory: Factory, piped: bool) -> None:
+async def test_silence_mid_body_times_out(backend_factory: Callable[..., Any], client_factory: Factory,
+                                          piped: bool) -> None:
     async def stalls(talk: Conversation) -> None:
         await talk.request()
         await talk.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n")

@@ -121,32 +121,30 @@ class RawReply(BodyReads):
             raise self._failure(exc) from exc
 
     async def pipe(self, deliver: Deliver, drain: Drain) -> None:
-        """The rest of the body handed to `deliver` from the connection's callback as each piece arrives."""
+        """The rest of the body handed to `deliver` by the connection as each read brings it (see `pipe_to`)."""
         conn, watch = self._conn, self._watch
         try:
-            data = conn.take()
-            while data:  # what arrived before: it goes first
-                if not deliver(data):
-                    await drain()
-                data = conn.take()
-            if data is not None:
-                return
-            conn.pipe_to(deliver, watch)
-            try:
-                while (data := conn.take()) is None:
-                    if conn.receiver_full:
-                        await drain()  # writing to a slow client is not the backend's silence
-                        conn.receiver_drained()
-                        continue
+            while True:
+                data = conn.take()  # what came before piping, or before a break: it goes first
+                if data:
+                    if not deliver(data):
+                        await drain()
+                elif data is not None:
+                    return
+                elif conn.receiver_full:
+                    await drain()  # writing to a slow client is not the backend's silence
+                    conn.receiver_drained()
+                else:
+                    # Handed on by the connection while this waits: until the end, a break or a full receiver.
+                    conn.pipe_to(deliver, watch)
                     if watch is not None:
                         watch.waiting = True
                     try:
                         await conn.more()
                     finally:
+                        conn.pipe_to(None)
                         if watch is not None:
                             watch.waiting = False
-            finally:
-                conn.pipe_to(None)
         except (ConnectionBroken, BadResponse) as exc:
             raise self._failure(exc) from exc
 

@@ -3,8 +3,8 @@
 
 A connection carries one exchange at a time (no pipelining): `begin` it, write the request, await
 `head()`, then `take()` the body pieces as they came (await `more()` when there are none yet), or have
-each piece handed on from the parser's callback as it arrives (`pipe_to`: a streamed reply then wakes no
-task per piece). Body pieces are the parser's own bytes objects, handed over as they are. Reading pauses
+what each read brought handed on as soon as it is parsed (`pipe_to`: a streamed reply then wakes no task
+per piece). Body pieces are the parser's own bytes objects, handed over as they are. Reading pauses
 while more than `_HIGH_WATER` bytes wait to be taken, or while the receiver of a piped body is full, so a
 fast backend cannot fill memory ahead of a slow client.
 
@@ -177,8 +177,8 @@ class Connection(asyncio.Protocol):
         return waiter
 
     def pipe_to(self, deliver: Deliver | None, watch: IdleWatch | None = None) -> None:
-        """From now on (None: no longer) each body piece goes to `deliver` as it arrives, counted as a
-        read on `watch`. Call it only when `take()` has nothing: pieces keep their order."""
+        """From now on (None: no longer) the body pieces each read brings go to `deliver` once it is
+        parsed, counted as a read on `watch`; what arrived before, `take()` still has."""
         self._deliver, self._piped_watch = deliver, watch
 
     def receiver_drained(self) -> None:
@@ -230,6 +230,8 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.fail(BadResponse(str(exc) or type(exc).__name__))
             return
+        if self._deliver is not None and self._pieces:
+            self._hand_on()
         if self._head_only and self.complete:
             # The answer to a HEAD has no body whatever its headers announce; llhttp cannot be told
             # so from here, so the next exchange gets a fresh parser.
@@ -287,19 +289,9 @@ class Connection(asyncio.Protocol):
             head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
-        deliver = self._deliver
-        if deliver is not None:
-            watch = self._piped_watch
-            if watch is not None:
-                watch.reads += 1
-            if not deliver(body) and not self.receiver_full:
-                self.receiver_full = True
-                if not self._paused and self.transport is not None:
-                    self._paused = True
-                    self.transport.pause_reading()
-                self._wake(None)
-            return
         self._pieces.append(body)
+        if self._deliver is not None:
+            return  # handed on together once this read is parsed
         self._buffered += len(body)
         if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
             self._paused = True
@@ -315,6 +307,21 @@ class Connection(asyncio.Protocol):
         self._wake(None)
 
     # --- internals ------------------------------------------------------------------------------------
+
+    def _hand_on(self) -> None:
+        """A piped body: what one read brought, as one piece (one write to the client, as nginx does)."""
+        assert self._deliver is not None
+        pieces = self._pieces
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        pieces.clear()
+        if self._piped_watch is not None:
+            self._piped_watch.reads += 1
+        if not self._deliver(data) and not self.receiver_full:
+            self.receiver_full = True
+            if not self._paused and self.transport is not None:
+                self._paused = True
+                self.transport.pause_reading()
+            self._wake(None)
 
     def _until_close(self) -> bool:
         return self.content_length is None and not self.chunked and self.status not in _BODYLESS
