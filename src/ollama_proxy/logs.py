@@ -9,30 +9,43 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import orjson
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-class JsonFormatter(logging.Formatter):
+class LineFormatter(logging.Formatter):
+    """A formatter that can also write a line from its parts, with no `LogRecord` (`InfoLines`)."""
+
+    def line(self, created: float, level: str, name: str, message: str, fields: dict[str, Any] | None) -> str:
+        raise NotImplementedError
+
+
+class JsonFormatter(LineFormatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
         fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
+        return self.line(record.created, record.levelname, record.name, record.getMessage(),
+                         fields if isinstance(fields, dict) else None,
+                         self.formatException(record.exc_info) if record.exc_info else None)
+
+    def line(self, created: float, level: str, name: str, message: str, fields: dict[str, Any] | None,
+             traceback: str | None = None) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{_msecs(created):03d}Z",
+            "level": level,
+            "logger": name,
+            "message": message,
+        }
+        if fields:
             entry.update(fields)
-        if record.exc_info:
-            entry["traceback"] = self.formatException(record.exc_info)
+        if traceback:
+            entry["traceback"] = traceback
         return orjson.dumps(entry, default=str).decode()
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(LineFormatter):
     """`TEXT_FORMAT`, the date and time down to the second formatted once per second: the access log
     writes a line per request, and `time.strftime` is a good part of a line's cost."""
 
@@ -42,10 +55,20 @@ class TextFormatter(logging.Formatter):
         self._stamp = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
+        return self._time(record.created, int(record.msecs))
+
+    def line(self, created: float, level: str, name: str, message: str, fields: dict[str, Any] | None) -> str:
+        return f"{self._time(created, _msecs(created))} {level} {name}: {message}"  # TEXT_FORMAT's fields
+
+    def _time(self, created: float, msecs: int) -> str:
+        second = int(created)
         if second != self._second:
             self._second, self._stamp = second, time.strftime(self.default_time_format, self.converter(second))
-        return f"{self._stamp},{int(record.msecs):03d}"
+        return f"{self._stamp},{msecs:03d}"
+
+
+def _msecs(created: float) -> int:
+    return int((created - int(created)) * 1000)  # as LogRecord works out its msecs
 
 
 class LineHandler(logging.StreamHandler[TextIO]):
@@ -64,8 +87,7 @@ class LineHandler(logging.StreamHandler[TextIO]):
         self._loop, self._thread = loop, threading.get_ident() if loop is not None else None
 
     def emit(self, record: logging.LogRecord) -> None:
-        loop = self._loop
-        if loop is None or self._thread != threading.get_ident() or not loop.is_running():
+        if not self._batching():
             self.flush()  # what waits goes first: the lines stay in order
             super().emit(record)
             return
@@ -74,8 +96,31 @@ class LineHandler(logging.StreamHandler[TextIO]):
         except Exception:
             self.handleError(record)
             return
+        self._queue(line)
+
+    def write_line(self, line: str) -> None:
+        """A line formatted already (`InfoLines`), written as a record's would be."""
+        if self._batching():
+            self._queue(line)
+            return
+        self.flush()
+        self.acquire()
+        try:
+            self.stream.write(line + self.terminator)
+            self.stream.flush()
+        except Exception:
+            self.handleError(logging.makeLogRecord({"msg": line}))
+        finally:
+            self.release()
+
+    def _batching(self) -> bool:
+        loop = self._loop
+        return loop is not None and self._thread == threading.get_ident() and loop.is_running()
+
+    def _queue(self, line: str) -> None:
         if not self._pending:
-            loop.call_soon(self.flush)
+            assert self._loop is not None
+            self._loop.call_soon(self.flush)
         self._pending.append(line + self.terminator)
 
     def flush(self) -> None:
@@ -90,6 +135,47 @@ class LineHandler(logging.StreamHandler[TextIO]):
             super().flush()
         finally:
             self.release()
+
+
+class InfoLines:
+    """One logger's INFO lines (the access log's, one per request), written as `logger.info` would
+    write them but without the `LogRecord`, its handler chain and `%` formatting, while the log is
+    set up as `configure_logging` leaves it: a `LineHandler` with one of our formatters on the root,
+    no filters, nothing else on the logger or its parents. Otherwise (a test's capture, an
+    embedding application's own handlers) through `logging` itself."""
+
+    __slots__ = ("_logger",)
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+
+    def enabled(self) -> bool:
+        return self._logger.isEnabledFor(logging.INFO)
+
+    def info(self, message: str, fields: dict[str, Any] | None) -> None:
+        if not self._logger.isEnabledFor(logging.INFO):
+            return
+        handler = self._direct()
+        if handler is None:
+            self._logger.info("%s", message, extra={"fields": fields})
+        elif handler.level <= logging.INFO:
+            formatter = cast(LineFormatter, handler.formatter)
+            handler.write_line(formatter.line(time.time(), "INFO", self._logger.name, message, fields))
+
+    def _direct(self) -> LineHandler | None:
+        root = logging.root
+        handlers = root.handlers
+        if len(handlers) != 1 or root.filters:
+            return None
+        handler = handlers[0]
+        if type(handler) is not LineHandler or handler.filters or not isinstance(handler.formatter, LineFormatter):
+            return None
+        logger: logging.Logger | None = self._logger
+        while logger is not None and logger is not root:
+            if logger.handlers or logger.filters or not logger.propagate:
+                return None
+            logger = logger.parent
+        return handler
 
 
 def batch_lines(loop: asyncio.AbstractEventLoop | None) -> None:

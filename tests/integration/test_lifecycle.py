@@ -256,6 +256,36 @@ async def test_stop_signal_with_nothing_in_flight_exits_at_once(sim: SimServer,
     assert_clean(stderr)
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_the_access_line_on_stderr(log_format: str, sim: SimServer, tmp_path: Path,
+                                         spawn_proxy: Callable[..., ProxyProcess]) -> None:
+    """As a user sees it: the process's own log set-up, where access lines skip the LogRecord (`logs.InfoLines`)."""
+    port = free_port()
+    proxy = spawn_proxy("--config", str(write_config(tmp_path, sim, port, log_format=log_format)), port=port)
+    await proxy.wait_ready()
+    async with aiohttp.ClientSession() as session, session.post(
+            proxy.url + "/proxy-context/auto/api/generate",
+            json={"model": "llama3.2", "prompt": "hi", "stream": False}) as r:
+        assert r.status == 200
+        request_id, size = r.headers["X-Request-ID"], int(r.headers["X-Proxy-Context-Size"])
+    proxy.process.send_signal(signal.SIGTERM)
+    assert await proxy.wait_exit(15) == 0
+    stderr = proxy.stderr()
+    [line] = [line for line in stderr.splitlines() if request_id in line]
+    message = (f"{request_id} POST /proxy-context/auto/api/generate model=llama3.2 backend=sim "
+               f"num_ctx={size} (fits-bucket) status=200 ")
+    if log_format == "json":
+        entry = json.loads(line)
+        assert entry["message"].startswith(message) and entry["message"].endswith("ms")
+        assert (entry["level"], entry["logger"], entry["request_id"], entry["num_ctx"], entry["backend"]) == (
+            "INFO", "ollama_proxy.access", request_id, size, "sim")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry["time"])
+    else:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO ollama_proxy.access: "
+                            + re.escape(message) + r"\d+\.\dms", line), line
+    assert_clean(stderr)
+
+
 # --- (c), (d) a stream longer than the grace period is cut -----------------------------------------
 
 

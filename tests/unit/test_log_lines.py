@@ -7,10 +7,12 @@ import asyncio
 import io
 import logging
 import threading
+from collections.abc import Iterator
 
+import orjson
 import pytest
 
-from ollama_proxy.logs import LineHandler, TextFormatter
+from ollama_proxy.logs import InfoLines, JsonFormatter, LineHandler, TextFormatter
 
 
 class Stream(io.StringIO):
@@ -97,3 +99,71 @@ def test_the_text_format_matches_the_standard_formatter() -> None:
         record.created, record.msecs = created, (created - int(created)) * 1000
         assert TextFormatter().format(record) == logging.Formatter(
             "%(asctime)s %(levelname)s %(name)s: %(message)s").format(record)
+
+
+@pytest.fixture
+def root_handler() -> Iterator[tuple[LineHandler, Stream]]:
+    """A LineHandler for the root logger, as `configure_logging` sets it; the root restored afterwards."""
+    root, stream, handler = logging.getLogger(), Stream(), LineHandler()
+    handler.setStream(stream)
+    saved = root.handlers, root.level
+    try:
+        yield handler, stream
+    finally:
+        root.handlers, root.level = saved
+
+
+def only_handler(handler: LineHandler) -> list[logging.LogRecord]:
+    """Make `handler` the root's only one (pytest adds its capture to the root as each test starts);
+    the records it is handed through `logging` are listed."""
+    root = logging.getLogger()
+    root.handlers, root.level = [handler], logging.INFO
+    records: list[logging.LogRecord] = []
+    emit = handler.emit
+    handler.emit = lambda record: (records.append(record), emit(record))[1]  # type: ignore[method-assign]
+    return records
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter, JsonFormatter], ids=["text", "json"])
+def test_info_lines_write_what_the_logger_writes(root_handler: tuple[LineHandler, Stream],
+                                                 formatter: type[logging.Formatter]) -> None:
+    handler, stream = root_handler
+    handler.setFormatter(formatter())
+    records = only_handler(handler)
+    logger = logging.getLogger("info_lines.access")
+    fields = {"backend": "gpu", "status": 200}
+    logger.info("%s", "one request", extra={"fields": fields})
+    InfoLines(logger).info("one request", fields)
+    through_logging, direct = stream.writes
+    assert len(records) == 1  # the second line came without a LogRecord
+    # The two were written a moment apart: all but the time is the same.
+    if formatter is JsonFormatter:
+        a, b = orjson.loads(through_logging), orjson.loads(direct)
+        assert len(a.pop("time")) == len(b.pop("time")) == len("2026-12-03T14:41:04.613Z")
+        assert a == b == {"level": "INFO", "logger": "info_lines.access", "message": "one request", **fields}
+    else:
+        assert len(direct.split(" ", 2)[1]) == len(through_logging.split(" ", 2)[1]) == len("14:41:04,613")
+        assert through_logging.split(" ", 2)[2] == direct.split(" ", 2)[2] == "INFO info_lines.access: one request\n"
+
+
+def test_info_lines_go_through_logging_when_anything_else_listens(root_handler: tuple[LineHandler, Stream]) -> None:
+    handler, stream = root_handler
+    handler.setFormatter(TextFormatter())
+    records = only_handler(handler)
+    logger = logging.getLogger("info_lines.captured")
+    captured: list[logging.LogRecord] = []
+    listener = logging.Handler()
+    listener.emit = captured.append  # type: ignore[method-assign]
+    logger.addHandler(listener)
+    try:
+        InfoLines(logger).info("seen by both", {"backend": "gpu"})
+    finally:
+        logger.removeHandler(listener)
+    assert [r.getMessage() for r in captured] == ["seen by both"] and captured[0].fields == {"backend": "gpu"}
+    assert stream.getvalue().endswith("INFO info_lines.captured: seen by both\n") and len(records) == 1
+    logger.setLevel(logging.WARNING)
+    try:
+        InfoLines(logger).info("below the level", None)
+    finally:
+        logger.setLevel(logging.NOTSET)
+    assert "below the level" not in stream.getvalue()

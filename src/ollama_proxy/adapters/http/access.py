@@ -7,8 +7,9 @@ import logging
 from ollama_proxy.adapters.http.calls import Exchange
 from ollama_proxy.adapters.http.metrics import Metrics
 from ollama_proxy.config.schema import Config
+from ollama_proxy.logs import InfoLines
 
-log = logging.getLogger("ollama_proxy.access")
+log = InfoLines(logging.getLogger("ollama_proxy.access"))
 
 
 class AccessLog:
@@ -25,19 +26,19 @@ class AccessLog:
         record = exchange.record
         backend = record.backend_id if record and record.backend_id else "-"
         self.metrics.observe(backend, exchange.status, elapsed)
-        if not log.isEnabledFor(logging.INFO):
+        if not log.enabled():
             return
         sizing = record.sizing if record else None
         queued_ms = record.queued_ms if record else 0.0
         failure = exchange.failure or (record.failure if record else None)
         sized = f" num_ctx={sizing.num_ctx} ({sizing.reason.value})" if sizing else ""
         queued = f" queued={queued_ms:.1f}ms" if queued_ms >= 0.1 else ""
+        ending = f" failed: {failure}" if failure else (f" ({note})" if note else "")
         fields = {"request_id": exchange.request_id, "method": exchange.method, "path": exchange.requested,
                   "model": exchange.model, "backend": backend, "status": exchange.status,
                   "duration_ms": round(elapsed * 1000, 1), "queued_ms": round(queued_ms, 1),
                   "num_ctx": sizing.num_ctx if sizing else None,
                   "sizing_reason": sizing.reason.value if sizing else None,
                   "failure": failure or note} if self._fields else None
-        log.info("%s %s %s model=%s backend=%s%s status=%d %.1fms%s%s", exchange.request_id, exchange.method,
-                 exchange.requested, exchange.model or "-", backend, sized, exchange.status, elapsed * 1000, queued,
-                 f" failed: {failure}" if failure else (f" ({note})" if note else ""), extra={"fields": fields})
+        log.info(f"{exchange.request_id} {exchange.method} {exchange.requested} model={exchange.model or '-'} "
+                 f"backend={backend}{sized} status={exchange.status:d} {elapsed * 1000:.1f}ms{queued}{ending}", fields)
