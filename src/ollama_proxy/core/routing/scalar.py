@@ -29,10 +29,7 @@ def rank(request: RouteRequest, fleet: Fleet, load: Load, target: int | None, po
     if model is not None:
         learned = fleet.learned.column(ids, model, request.kind)
         loads = fleet.learned.load_column(ids, model)
-    flying = queued = None
-    if not load.idle:
-        flying = load.in_flight.tolist()
-        queued = None if load.queued is None else load.queued.tolist()
+    flying, queued = (None, None) if load.idle else (load.flying, load.waiting)
     priority, context_tokens = request.priority, request.context_tokens
     avg_latency, configured_service = rows.avg_latency_ms, rows.service_ms
     resident, context = cols.resident, cols.context
