@@ -77,14 +77,16 @@ class _Screen:
                  power_cap_w: float | None, mode: EfficiencyMode) -> None:
         model = fleet.for_model(request.model)
         self.latency = latency = fleet.latency(request.model, request.kind)
-        ahead = load.ahead(request.priority)
         # Usually every backend has a free slot, and then the estimate is the cached column itself.
         self.wait: np.ndarray | None = None
         self.first_token: np.ndarray = latency.ttft_ms
-        # Nothing in flight or queued anywhere: every backend has a free slot (each has one at least).
-        if not load.idle and bool((ahead - fleet.slack).max() > 0):
-            self.wait = queue_wait(latency.service_ms, ahead, fleet.max_concurrent)
-            self.first_token = latency.ttft_ms + self.wait
+        # Nothing in flight or queued anywhere: every backend has a free slot (each has one at least),
+        # and the load's rows need not become arrays.
+        if not load.idle:
+            ahead = load.ahead(request.priority)
+            if bool((ahead - fleet.slack).max() > 0):
+                self.wait = queue_wait(latency.service_ms, ahead, fleet.max_concurrent)
+                self.first_token = latency.ttft_ms + self.wait
         if request.model is None:
             self.fits, self.estimates = model.resident, self.first_token
         else:
