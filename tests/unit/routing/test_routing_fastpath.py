@@ -43,7 +43,7 @@ from ollama_proxy.core.routing.state import (
     ThermalLevel,
     ThermalState,
 )
-from ollama_proxy.core.routing.weights import Weights, weights_for
+from ollama_proxy.core.routing.weights import FACTORS, Weights, weights_for
 from ollama_proxy.core.system.thermal import PENALTY
 from ollama_proxy.errors import NoBackendAvailable
 
@@ -139,8 +139,8 @@ def reference_select(request: RouteRequest, backends: Sequence[BackendView], mod
         if len(tied) > 1:
             detail = explain.tie_detail(len(tied), by_priority)
         else:
-            detail = explain.gains_detail([wk * (a - b) for wk, a, b in zip(
-                w.vector, scores[chosen.id].factors, scores[ranked[1].id].factors, strict=True)], len(ranked))
+            detail = explain.gains_detail(w.vector, scores[chosen.id].factors, scores[ranked[1].id].factors,
+                                          len(ranked))
         if request.power_efficient:
             detail = explain.mode_token(mode) + ("+latency-critical" if request.wants_low_latency else "") \
                 + f": {detail}"
@@ -314,3 +314,17 @@ def test_the_random_fleets_cover_every_path() -> None:
                     "latency-critical", "power-efficient", "performance", "balanced", "efficiency", "spill-over",
                     "near-tie", "tie of", "higher priority", "random pick", "best of", "warning", "disabled",
                     "unhealthy", "circuit", "model", "power", "estimated", "thermal"}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_gains_detail_names_the_two_largest_gains_as_a_reverse_sort_would(seed: int) -> None:
+    """The one-pass top two against its definition, on gains full of ties, zeros and losses."""
+    rng = random.Random(seed)
+    for _ in range(500):
+        weights = [rng.choice([0.0, 1.0, 2.0]) for _ in FACTORS]
+        mine = [rng.choice([0.0, 0.5, 1.0, rng.random()]) for _ in FACTORS]
+        theirs = [rng.choice([0.0, 0.5, 1.0, rng.random()]) for _ in FACTORS]
+        gains = [wk * (a - b) for wk, a, b in zip(weights, mine, theirs, strict=True)]
+        top = sorted(zip(gains, FACTORS, strict=True), reverse=True)[:2]
+        expected = (", ".join(explain.WHY[k] for gain, k in top if gain > 0) or "best overall") + " (best of 3)"
+        assert explain.gains_detail(weights, mine, theirs, 3) == expected, gains

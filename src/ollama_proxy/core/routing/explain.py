@@ -40,6 +40,7 @@ WHY = {"latency": "faster", "power": "lower power", "load": "less busy", "therma
        "noise": "quieter", "priority": "higher priority", "residency": "model loaded",
        "context_fit": "loaded context fits", "health": "breaker closed"}
 
+_WHY_BY_ROW = tuple(WHY[name] for name in FACTORS)  # in `FACTORS` order
 _FAILOVER = "failover; "
 _MODE_TOKENS = {mode: f"mode-{mode.value}" for mode in EfficiencyMode}
 
@@ -73,10 +74,26 @@ def tie_detail(tied: int, by_priority: bool) -> str:
     return f"near-tie of {tied}, " + ("higher priority" if by_priority else "random pick")
 
 
-def gains_detail(gains: Sequence[float], competitors: int) -> str:
-    """The two factors that set the pick apart from the runner-up most (`gains` in `FACTORS` order)."""
-    top = sorted(zip(gains, FACTORS, strict=True), reverse=True)[:2]
-    return (", ".join(WHY[k] for gain, k in top if gain > 0) or "best overall") + f" (best of {competitors})"
+def gains_detail(weights: Sequence[float], mine: Sequence[float], theirs: Sequence[float], competitors: int) -> str:
+    """The two factors that set the pick apart from the runner-up most: the largest weighted gains
+    `weights[i] * (mine[i] - theirs[i])` (in `FACTORS` order; equal gains rank by the factor's name,
+    last first, as a reverse sort of (gain, name) would)."""
+    # One pass for the top two, no list: the detail is written for every weighted pick.
+    best = second = -1
+    top = runner_up = 0.0
+    for i, name in enumerate(FACTORS):
+        gain = weights[i] * (mine[i] - theirs[i])
+        if gain <= 0:
+            continue
+        if best < 0 or gain > top or (gain == top and name > FACTORS[best]):
+            best, second, top, runner_up = i, best, gain, top
+        elif second < 0 or gain > runner_up or (gain == runner_up and name > FACTORS[second]):
+            second, runner_up = i, gain
+    if best < 0:
+        return f"best overall (best of {competitors})"
+    if second < 0:
+        return f"{_WHY_BY_ROW[best]} (best of {competitors})"
+    return f"{_WHY_BY_ROW[best]}, {_WHY_BY_ROW[second]} (best of {competitors})"
 
 
 def over_cap_warning(backend_id: str, power_w: float, mode: EfficiencyMode, cap_w: float) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from ollama_proxy.core.routing import explain
@@ -131,6 +132,9 @@ class Excluded(Mapping[str, str]):
     def __len__(self) -> int:
         return self._count
 
+
+# What a decision that left nothing out reports (the usual one): no `Excluded` to build.
+NOTHING_EXCLUDED: Mapping[str, str] = MappingProxyType({})
 
 _FIXED_TEXT = {DISABLED: "disabled", UNHEALTHY: "unhealthy (failing health checks)",
                BREAKER_OPEN: "circuit breaker open", NOT_REPORTED: "model list not reported yet"}

@@ -9,12 +9,14 @@ the load as it is. See `select.py` for the rules.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ollama_proxy.core.modes import EfficiencyMode
 from ollama_proxy.core.routing import explain
 from ollama_proxy.core.routing.fleet import ELIGIBLE, OVER_LATENCY, OVER_POWER, POWER_CAP, Fleet
 from ollama_proxy.core.routing.latency import DEFAULT_LOAD_MS, expected_reply_tokens, ms_per_token
 from ollama_proxy.core.routing.load import Load
-from ollama_proxy.core.routing.ranking import Excluded, Ranking, Scores
+from ollama_proxy.core.routing.ranking import NOTHING_EXCLUDED, Excluded, Ranking, Scores
 from ollama_proxy.core.routing.state import RouteRequest, SampleKind
 from ollama_proxy.core.routing.weights import Weights
 
@@ -26,9 +28,13 @@ def rank(request: RouteRequest, fleet: Fleet, load: Load, target: int | None, po
     cols = fleet.model_lists(model)
     n, max_concurrent = len(ids), rows.max_concurrent
     learned = loads = None
+    # The reply a generation is estimated for, charged at each row's learned speed (nothing where none was learned).
+    reply = 0.0
     if model is not None:
         learned = fleet.learned.column(ids, model, request.kind)
         loads = fleet.learned.load_column(ids, model)
+        if request.kind is SampleKind.GENERATION and any(learned):
+            reply = expected_reply_tokens(request.reply_tokens, fleet.typical_reply_tokens(model))
     flying, queued = (None, None) if load.idle else (load.flying, load.waiting)
     priority, context_tokens = request.priority, request.context_tokens
     avg_latency, configured_service = rows.avg_latency_ms, rows.service_ms
@@ -36,41 +42,34 @@ def rank(request: RouteRequest, fleet: Fleet, load: Load, target: int | None, po
 
     # Per row: the first-token time (learned, else configured) with the queue wait where requests
     # ahead of this one fill the backend's slots; fits (resident at a large enough context); and the
-    # time until ready to answer (the load where it does not fit).
-    first_token, waits, fits, ready, per_token = [0.0] * n, [0.0] * n, [1.0] * n, [0.0] * n, [0.0] * n
-    any_wait = timed = False
+    # time until answered: ready (the load where it does not fit), the reply, the wait, added in that order.
+    first_token, waits, estimates = [0.0] * n, [0.0] * n, [0.0] * n
+    fits = resident if loads is None else [1.0] * n
+    any_wait = False
     for r in range(n):
         stats = learned[r] if learned is not None else None
         if stats is None:
-            ttft, service = avg_latency[r], configured_service[r]
+            ttft, service, per_token = avg_latency[r], configured_service[r], 0.0
         else:
-            ttft, service = stats.ttft_ms, stats.service_ms
-            per_token[r] = ms_per_token(stats)
-            timed = timed or per_token[r] != 0.0
-        first_token[r] = ttft
+            ttft, service, per_token = stats.ttft_ms, stats.service_ms, ms_per_token(stats)
+        wait = 0.0
         if flying is not None:
             ahead = flying[r] + sum(queued[r][priority:]) if queued is not None else flying[r]
             beyond = ahead - max_concurrent[r] + 1
             if beyond > 0:
-                waits[r] = beyond / max_concurrent[r] * service
-                first_token[r] = ttft + waits[r]
+                waits[r] = wait = beyond / max_concurrent[r] * service
                 any_wait = True
-        if loads is not None:
-            fit = fits[r] = resident[r] if context_tokens is None else 1.0 if context[r] >= context_tokens else 0.0
-            loading = loads[r]
-            ready[r] = ttft + (1.0 - fit) * (DEFAULT_LOAD_MS if loading is None else loading)
-    if model is None:
-        fits, estimates = resident, first_token
-    else:
-        reply = 0.0
-        if timed and request.kind is SampleKind.GENERATION:
-            reply = expected_reply_tokens(request.reply_tokens, fleet.typical_reply_tokens(model))
-        estimates = ready
+        first_token[r] = ttft + wait if wait else ttft
+        if loads is None:
+            estimates[r] = first_token[r]
+            continue
+        fit = fits[r] = resident[r] if context_tokens is None else 1.0 if context[r] >= context_tokens else 0.0
+        loading = loads[r]
+        estimate = ttft + (1.0 - fit) * (DEFAULT_LOAD_MS if loading is None else loading)
         if reply:
-            estimates = [e + reply * p for e, p in zip(estimates, per_token, strict=True)]
-        if any_wait:
-            estimates = [e + q for e, q in zip(estimates, waits, strict=True)]
-    wait = waits if any_wait else None
+            estimate = estimate + reply * per_token
+        estimates[r] = estimate + wait if wait else estimate
+    wait_of = waits if any_wait else None
 
     # Who may serve: the model's exclusions, then the request's budgets, then critical temperatures.
     why, warnings = cols.exclusion, []
@@ -103,7 +102,8 @@ def rank(request: RouteRequest, fleet: Fleet, load: Load, target: int | None, po
             warnings.append(explain.critical_warning(fleet.views[target]))
         elif hot and len(hot) < len(eligible):
             spared, eligible = hot, [r for r in eligible if not critical[r]]
-    excluded = Excluded(request, fleet, why, target, spared, refused, estimates, power_cap_w)
+    excluded: Mapping[str, str] = NOTHING_EXCLUDED if not refused and not spared else Excluded(
+        request, fleet, why, target, spared, refused, estimates, power_cap_w)
     if not eligible:
         raise explain.rejection(request, excluded, codes, model_nowhere, power_cap_w)
 
@@ -136,10 +136,10 @@ def rank(request: RouteRequest, fleet: Fleet, load: Load, target: int | None, po
                    and totals[first] - totals[ranked[tied]] <= tie_margin):
                 tied += 1
         else:
-            ranked = sorted(eligible, key=lambda r: -totals[r])
+            ranked = sorted(eligible, key=totals.__getitem__, reverse=True)  # stable: equal totals keep row order
             top = totals[ranked[0]]
             while tied < len(ranked) and top - totals[ranked[tied]] <= tie_margin:
                 tied += 1
     return Ranking(ranked, [fleet.ids[r] for r in ranked], tied, estimates.__getitem__,
-                   None if wait is None else wait.__getitem__, factors.__getitem__,
+                   None if wait_of is None else wait_of.__getitem__, factors.__getitem__,
                    Scores(fleet, eligible, totals, estimates, factors), excluded, warnings)

@@ -186,9 +186,8 @@ def _weighted_detail(request: RouteRequest, mode: EfficiencyMode, chosen: int, r
         detail = explain.tie_detail(ranking.tied, by_priority)
     else:
         # No tie, so the chosen one is ranked first.
-        gains = [weight * (mine - theirs) for weight, mine, theirs in zip(
-            w.vector, ranking.factors_of(chosen), ranking.factors_of(ranking.ranked[1]), strict=True)]
-        detail = explain.gains_detail(gains, len(ranking.ranked))
+        detail = explain.gains_detail(w.vector, ranking.factors_of(chosen), ranking.factors_of(ranking.ranked[1]),
+                                      len(ranking.ranked))
     if not request.power_efficient:
         return detail
     label = explain.mode_token(mode) + ("+latency-critical" if request.wants_low_latency else "")
