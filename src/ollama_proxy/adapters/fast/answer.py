@@ -186,8 +186,11 @@ class _Sink:
         self._conn, self._chunked = conn, chunked
 
     def write(self, data: bytes) -> bool:
+        # Called for every piece of every stream: the framing and the connection's write are inlined.
         conn = self._conn
-        conn.write(framing.chunk(data) if self._chunked else data)
+        transport = conn.transport
+        if transport is not None:
+            transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
         return not conn.blocked
 
     async def drain(self) -> None:
