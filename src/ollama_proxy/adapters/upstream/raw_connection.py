@@ -230,8 +230,16 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.fail(BadResponse(str(exc) or type(exc).__name__))
             return
-        if self._deliver is not None and self._pieces:
-            self._hand_on()
+        deliver, pieces = self._deliver, self._pieces
+        if deliver is not None and pieces:
+            # A piped body: what this read brought goes on as one piece (one write to the client, as
+            # nginx does), handed on here rather than in a method of its own: this runs for every chunk.
+            piece = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            pieces.clear()
+            if self._piped_watch is not None:
+                self._piped_watch.reads += 1
+            if not deliver(piece) and not self.receiver_full:
+                self._receiver_filled()
         if self._head_only and self.complete:
             # The answer to a HEAD has no body whatever its headers announce; llhttp cannot be told
             # so from here, so the next exchange gets a fresh parser.
@@ -308,20 +316,13 @@ class Connection(asyncio.Protocol):
 
     # --- internals ------------------------------------------------------------------------------------
 
-    def _hand_on(self) -> None:
-        """A piped body: what one read brought, as one piece (one write to the client, as nginx does)."""
-        assert self._deliver is not None
-        pieces = self._pieces
-        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        pieces.clear()
-        if self._piped_watch is not None:
-            self._piped_watch.reads += 1
-        if not self._deliver(data) and not self.receiver_full:
-            self.receiver_full = True
-            if not self._paused and self.transport is not None:
-                self._paused = True
-                self.transport.pause_reading()
-            self._wake(None)
+    def _receiver_filled(self) -> None:
+        """The piped body's receiver is backed up: reading from the backend pauses until it drains."""
+        self.receiver_full = True
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake(None)
 
     def _until_close(self) -> bool:
         return self.content_length is None and not self.chunked and self.status not in _BODYLESS
