@@ -101,6 +101,14 @@ async def drain(reply: Reply) -> list[Piece]:
     return [piece async for piece in reply.stream]
 
 
+async def answered(pipeline: Pipeline, call: Call, read: Callable[[Reply], Any] | None = None) -> tuple[Reply, Any]:
+    """What a front does with a call: its reply, and what `read` made of it while the pipeline held it."""
+    async def respond(reply: Reply) -> tuple[Reply, Any]:
+        return reply, await read(reply) if read is not None else None
+
+    return await pipeline.run(call, respond)
+
+
 class ListSink:
     """A front's sink that is full after every piece, so that each one waits for `drain`."""
 
@@ -131,8 +139,7 @@ READERS = pytest.mark.parametrize("read", [drain, piped], ids=["pieces", "piped"
 
 async def test_auto_sizing_writes_num_ctx_into_what_is_sent(parts: Callable[..., Any]) -> None:
     p = await parts({"gpu": ollama()})
-    async with p.pipeline.run(generate(size=SizeMode.AUTO)) as reply:
-        await drain(reply)
+    reply, _ = await answered(p.pipeline, generate(size=SizeMode.AUTO), drain)
     [sent] = p.sent("gpu")
     assert reply.record.sizing is not None
     assert sent.json()["options"]["num_ctx"] == reply.record.sizing.num_ctx == 2048
@@ -143,8 +150,7 @@ async def test_auto_sizing_writes_num_ctx_into_what_is_sent(parts: Callable[...,
 async def test_passthrough_sends_the_clients_bytes_untouched(parts: Callable[..., Any]) -> None:
     p = await parts({"gpu": ollama()})
     call = generate()
-    async with p.pipeline.run(call) as reply:
-        pieces = await drain(reply)
+    reply, pieces = await answered(p.pipeline, call, drain)
     assert p.sent("gpu")[0].body == call.raw_body
     assert reply.framing is Framing.NDJSON and reply.record.sizing is None
     assert b"".join(p for p in pieces if isinstance(p, bytes)).count(b"\n") == 2
@@ -152,8 +158,7 @@ async def test_passthrough_sends_the_clients_bytes_untouched(parts: Callable[...
 
 async def test_a_target_hint_routes_there(parts: Callable[..., Any]) -> None:
     p = await parts({"a": ollama(), "b": ollama()})
-    async with p.pipeline.run(generate(target="b")) as reply:
-        await drain(reply)
+    reply, _ = await answered(p.pipeline, generate(target="b"), drain)
     assert reply.record.backend_id == "b" and len(p.sent("b")) == 1 and not p.sent("a")
 
 
@@ -162,8 +167,7 @@ async def test_failover_before_the_first_byte(parts: Callable[..., Any]) -> None
         raise UpstreamConnectError("a", "connection refused")
 
     p = await parts({"a": ollama(down), "b": ollama()})
-    async with p.pipeline.run(generate(stream=False)) as reply:
-        pass
+    reply, _ = await answered(p.pipeline, generate(stream=False))
     assert reply.status == 200 and reply.record.backend_id == "b"
     assert reply.record.routing is not None and "a" not in reply.record.routing.alternatives
     assert len(p.sent("a")) == 1 and len(p.sent("b")) == 1
@@ -179,8 +183,7 @@ async def test_a_stream_broken_after_its_first_byte_ends_with_a_failure_and_is_n
         raise UpstreamConnectError("a", "reply broke off mid-body")
 
     p = await parts({"a": ollama(lambda r: MemoryResponse.ndjson(dies())), "b": ollama()})
-    async with p.pipeline.run(generate()) as reply:
-        pieces = await read(reply)
+    reply, pieces = await answered(p.pipeline, generate(), read)
     assert pieces[:2] == [b'{"model":"llama3.2","response":"Hi","done":false}\n', b'{"model": "llama3.2", "resp']
     assert isinstance(pieces[-1], StreamFailure) and pieces[-1].open_line
     assert "broke off" in pieces[-1].reason
@@ -192,8 +195,7 @@ async def test_a_stream_broken_after_its_first_byte_ends_with_a_failure_and_is_n
 @READERS
 async def test_a_finished_answer_is_learned_from(parts: Callable[..., Any], read: Callable[[Reply], Any]) -> None:
     p = await parts({"gpu": ollama()})
-    async with p.pipeline.run(generate()) as reply:
-        pieces = await read(reply)
+    _, pieces = await answered(p.pipeline, generate(), read)
     assert len(pieces) == 2 and all(type(piece) is bytes for piece in pieces)
     learned = p.router.latency.for_backend("gpu")
     assert f"{MODEL}:latest" in learned and learned[f"{MODEL}:latest"].tokens_per_s == pytest.approx(100.0)
@@ -204,8 +206,7 @@ async def test_a_500_the_request_caused_is_relayed_not_retried(parts: Callable[.
         return MemoryResponse.json({"error": 'option "stop" must be of type array'}, status=500)
 
     p = await parts({"a": ollama(invalid), "b": ollama()})
-    async with p.pipeline.run(generate(stream=False)) as reply:
-        pass
+    reply, _ = await answered(p.pipeline, generate(stream=False))
     assert reply.status == 500 and b"must be of type array" in (reply.body or b"")
     assert not p.sent("b") and p.pool.backends["a"].breaker.consecutive_failures == 0
 
@@ -222,11 +223,13 @@ async def test_the_admission_slot_is_held_while_draining_and_released_on_cancel(
     queue = p.pool.backends["gpu"].gate.queue
     draining = asyncio.Event()
 
+    async def read(reply: Reply) -> None:
+        assert reply.stream is not None
+        async for _ in reply.stream:
+            draining.set()
+
     async def client() -> None:
-        async with p.pipeline.run(generate()) as reply:
-            assert reply.stream is not None
-            async for _ in reply.stream:
-                draining.set()
+        await p.pipeline.run(generate(), read)
 
     task = asyncio.create_task(client())
     await draining.wait()
@@ -248,8 +251,7 @@ async def test_an_openai_call_is_translated_sized_and_its_stream_is_events(parts
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}], "stream": True}
     call = Call(operation=Operation.CHAT, dialect=Dialect.OPENAI, method="POST", path="/v1/chat/completions",
                 request_id="r-2", model=MODEL, size_mode=SizeMode.AUTO, body=body, raw_body=orjson.dumps(body))
-    async with p.pipeline.run(call) as reply:
-        pieces = await drain(reply)
+    reply, pieces = await answered(p.pipeline, call, drain)
     [sent] = p.sent("gpu", "/api/chat")
     assert sent.json()["options"]["num_ctx"] == 2048
     assert reply.framing is Framing.SSE and pieces[-1] is END_OF_STREAM
@@ -266,6 +268,5 @@ async def test_a_whole_reply_that_breaks_fails_over(parts: Callable[..., Any]) -
         return MemoryResponse(200, {"Content-Type": "application/json"}, broken())
 
     p = await parts({"a": ollama(half), "b": ollama(lambda r: MemoryResponse.json(FINAL))})
-    async with p.pipeline.run(generate(stream=False)) as reply:
-        pass
+    reply, _ = await answered(p.pipeline, generate(stream=False))
     assert reply.status == 200 and reply.record.backend_id == "b" and orjson.loads(reply.body or b"")["done"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 import orjson
@@ -120,8 +121,7 @@ async def _serve(server: FastServer, conn: Connection, request: Request, exchang
     call = rules.call(exchange, method, operation, dialect, model_id, body=body, raw=raw, upload=upload,
                       query=query, headers=request.headers, routing=request.routing, given_id=request.request_id)
     exchange.record = CallRecord(started=exchange.started)
-    async with server.front.pipeline.run(call, exchange.record) as reply:
-        await _respond(server, conn, request, exchange, reply)
+    await server.front.pipeline.run(call, partial(_respond, server, conn, request, exchange), exchange.record)
     return True
 
 

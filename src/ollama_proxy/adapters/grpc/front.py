@@ -14,7 +14,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -29,6 +30,7 @@ from ollama_proxy.adapters.grpc.status import (
     refusal_for_reply,
 )
 from ollama_proxy.config.schema import Config
+from ollama_proxy.core.operations import Operation
 from ollama_proxy.core.streams import StreamFailure
 from ollama_proxy.errors import OllamaProxyError
 from ollama_proxy.service.native_objects import native_objects
@@ -59,14 +61,14 @@ class GrpcFront(OllamaProxyServicer):
         """New RPCs go to these (a configuration reload); RPCs under way keep theirs."""
         self.pipeline, self.views, self._sizes = pipeline, views, config.context.sizes
 
-    async def Generate(self, request: pb.GenerateRequest, context: Context) -> AsyncIterator[pb.TokenChunk]:
-        async for chunk in self._stream(context, "Generate", lambda rid: messages.generate_call(
-                request, rid, self._sizes)):
-            yield chunk
+    # The streamed RPCs write their chunks (`context.write`) from inside the pipeline's `respond`, where the
+    # admission slot and the upstream reply are held: a handler that yields could not yield from there.
+    # grpc.aio takes either form of a server-streaming handler; the generated stub knows only the generator.
+    async def Generate(self, request: pb.GenerateRequest, context: Context) -> None:  # type: ignore[override]
+        await self._stream(context, "Generate", lambda rid: messages.generate_call(request, rid, self._sizes))
 
-    async def Chat(self, request: pb.ChatRequest, context: Context) -> AsyncIterator[pb.TokenChunk]:
-        async for chunk in self._stream(context, "Chat", lambda rid: messages.chat_call(request, rid, self._sizes)):
-            yield chunk
+    async def Chat(self, request: pb.ChatRequest, context: Context) -> None:  # type: ignore[override]
+        await self._stream(context, "Chat", lambda rid: messages.chat_call(request, rid, self._sizes))
 
     async def Embed(self, request: pb.EmbedRequest, context: Context) -> pb.EmbedResponse:
         return await self._whole(context, "Embed", lambda rid: messages.embed_call(request, rid, self._sizes),
@@ -88,35 +90,12 @@ class GrpcFront(OllamaProxyServicer):
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"mode: {exc}")
 
-    async def _stream(self, context: Context, method: str, call_of: Callable[[str], Call]
-                      ) -> AsyncIterator[pb.TokenChunk]:
+    async def _stream(self, context: Context, method: str, call_of: Callable[[str], Call]) -> None:
         refusal: RpcRefusal | None = None
         async with _Rpc(self, context, method) as rpc:
             try:
                 call = rpc.call = call_of(rpc.request_id)
-                async with self.pipeline.run(call, rpc.record) as reply:
-                    if reply.status >= 400:
-                        refusal = await _refusal_of(reply)
-                    else:
-                        async with contextlib.aclosing(native_objects(reply)) as answers:
-                            first = True
-                            async for answer in answers:
-                                if isinstance(answer, StreamFailure) or "error" in answer:
-                                    # An error line is how Ollama itself ends a stream that failed.
-                                    refusal = broken_stream(answer.reason if isinstance(answer, StreamFailure)
-                                                            else str(answer["error"]))
-                                    break
-                                chunk = messages.token_chunk(answer, call.operation)
-                                if first:
-                                    chunk.ttft_ms, first = rpc.elapsed_ms(), False
-                                if chunk.done:
-                                    chunk.backend, chunk.routing_reason, chunk.num_ctx = messages.decided(rpc.record)
-                                    chunk.total_ms = rpc.elapsed_ms()
-                                    yield chunk
-                                    break
-                                yield chunk
-                            else:
-                                refusal = broken_stream(rpc.record.failure or _CUT_SHORT)
+                refusal = await self.pipeline.run(call, partial(_write_chunks, rpc, call.operation), rpc.record)
             except Exception as exc:
                 refusal = rpc.failed(exc)
             rpc.refusal = refusal
@@ -132,19 +111,47 @@ class GrpcFront(OllamaProxyServicer):
         async with _Rpc(self, context, method) as rpc:
             try:
                 rpc.call = call_of(rpc.request_id)
-                async with self.pipeline.run(rpc.call, rpc.record) as reply:
-                    if reply.status >= 400:
-                        refusal = await _refusal_of(reply)
-                    else:
-                        answer = await _first_object(reply)
-                        if isinstance(answer, StreamFailure):
-                            refusal = broken_stream(answer.reason)
-                        else:
-                            return render(answer, rpc)
+                answered = await self.pipeline.run(rpc.call, partial(_render, rpc, render), rpc.record)
+                if not isinstance(answered, RpcRefusal):
+                    return answered
+                refusal = answered
             except Exception as exc:
                 refusal = rpc.failed(exc)
             rpc.refusal = refusal
         await context.abort(refusal.code, refusal.details, refusal.trailing_metadata)
+
+
+async def _write_chunks(rpc: _Rpc, operation: Operation, reply: Reply) -> RpcRefusal | None:
+    """A streamed reply written to the RPC, one `TokenChunk` per native object, the last with what was
+    decided and the timings; the refusal the stream ended with, if it did not end well."""
+    if reply.status >= 400:
+        return await _refusal_of(reply)
+    async with contextlib.aclosing(native_objects(reply)) as answers:
+        first = True
+        async for answer in answers:
+            if isinstance(answer, StreamFailure) or "error" in answer:
+                # An error line is how Ollama itself ends a stream that failed.
+                return broken_stream(answer.reason if isinstance(answer, StreamFailure) else str(answer["error"]))
+            chunk = messages.token_chunk(answer, operation)
+            if first:
+                chunk.ttft_ms, first = rpc.elapsed_ms(), False
+            if chunk.done:
+                chunk.backend, chunk.routing_reason, chunk.num_ctx = messages.decided(rpc.record)
+                chunk.total_ms = rpc.elapsed_ms()
+                await rpc.context.write(chunk)
+                return None
+            await rpc.context.write(chunk)
+    return broken_stream(rpc.record.failure or _CUT_SHORT)
+
+
+async def _render(rpc: _Rpc, render: Callable[[Mapping[str, Any], _Rpc], Answer], reply: Reply) -> Answer | RpcRefusal:
+    """A whole reply's one object rendered as the RPC's answer, or the refusal it amounts to."""
+    if reply.status >= 400:
+        return await _refusal_of(reply)
+    answer = await _first_object(reply)
+    if isinstance(answer, StreamFailure):
+        return broken_stream(answer.reason)
+    return render(answer, rpc)
 
 
 async def _refusal_of(reply: Reply) -> RpcRefusal:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from functools import partial
 
 import orjson
 from aiohttp import web
@@ -67,8 +68,7 @@ class HttpFront:
                 response = call
             else:
                 exchange.record = CallRecord(started=exchange.started)
-                async with self.pipeline.run(call, exchange.record) as reply:
-                    response = await self._respond(request, exchange, reply)
+                response = await self.pipeline.run(call, partial(self._respond, request, exchange), exchange.record)
         except OllamaProxyError as exc:
             response = await self._failed(request, exchange, exc)
         except (asyncio.CancelledError, ConnectionResetError) as exc:

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import socket
 import time
+from functools import partial
 from typing import Any
 
 import orjson
@@ -174,8 +175,7 @@ class WebSocketFront:
         call, answers, record = exchange.call, exchange.answers, exchange.record
         try:
             try:
-                async with self.pipeline.run(call, record) as reply:
-                    await self._relay(sock, exchange, reply)
+                await self.pipeline.run(call, partial(self._relay, sock, exchange), record)
             except OllamaProxyError as exc:
                 exchange.status = exc.status
                 await exchange.last(sock, answers.refused(exc))
