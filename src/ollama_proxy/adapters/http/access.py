@@ -31,7 +31,7 @@ class AccessLog:
         sizing = record.sizing if record else None
         queued_ms = record.queued_ms if record else 0.0
         failure = exchange.failure or (record.failure if record else None)
-        sized = f" num_ctx={sizing.num_ctx} ({sizing.reason.value})" if sizing else ""
+        sized = f" num_ctx={sizing.num_ctx} ({sizing.reason})" if sizing else ""  # a StrEnum formats as its value
         queued = f" queued={queued_ms:.1f}ms" if queued_ms >= 0.1 else ""
         ending = f" failed: {failure}" if failure else (f" ({note})" if note else "")
         fields = {"request_id": exchange.request_id, "method": exchange.method, "path": exchange.requested,
