@@ -1,21 +1,23 @@
 """Prometheus metrics at `GET /metrics`.
 
-Two request figures are counted as requests finish (a cached label child each, so the hot path
-pays a dictionary lookup and an addition); everything else — backend health, breakers, queues,
-loaded contexts, sizing and truncation counts — is read from the live objects when Prometheus
-scrapes, so it costs nothing per request.
+Two request figures are counted as requests finish, in plain numbers (`_Answered`: a dictionary
+lookup and three additions, where prometheus_client's counter and histogram take a lock per
+value), and written out as a counter and a histogram when Prometheus scrapes; everything else —
+backend health, breakers, queues, loaded contexts, sizing and truncation counts — is read from the
+live objects then too, so it costs nothing per request.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
-from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from ollama_proxy.service.context import ContextService
 from ollama_proxy.service.pool import BackendPool
@@ -29,35 +31,65 @@ _DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60
 class Metrics:
     def __init__(self, pool: BackendPool, router: Router, context: ContextService) -> None:
         self.registry = CollectorRegistry()
-        self._requests = Counter("ollama_proxy_requests", "Requests answered, by backend and HTTP status.",
-                                 ["backend", "status"], registry=self.registry)
-        self._duration = Histogram("ollama_proxy_request_duration_seconds",
-                                   "Time from request to the end of the response, by backend.", ["backend"],
-                                   buckets=_DURATION_BUCKETS, registry=self.registry)
+        self._answered = _Answered()
+        self.registry.register(self._answered)
         self._failures = Counter("ollama_proxy_failures", "Requests that failed after they were answered or "
                                  "that the proxy could not handle, by kind (stream_broken, internal_error).",
                                  ["kind"], registry=self.registry)
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._state = _StateCollector(pool, router, context)
         self.registry.register(self._state)
+        self.observe = self._answered.observe
 
     def follow(self, pool: BackendPool, router: Router, context: ContextService) -> None:
         """Report the parts a configuration reload put in place (the counters carry on)."""
         self._state.pool, self._state.router, self._state.context = pool, router, context
-
-    def observe(self, backend: str, status: int, seconds: float) -> None:
-        children = self._children.get((backend, status))
-        if children is None:
-            children = self._children[(backend, status)] = (
-                self._requests.labels(backend, str(status)), self._duration.labels(backend))
-        children[0].inc()
-        children[1].observe(seconds)
 
     def count_failure(self, kind: str) -> None:
         self._failures.labels(kind).inc()
 
     async def handle(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+class _Answered(Collector):
+    """Requests answered, by backend and status, and their durations by backend: counted on the event
+    loop as requests finish (every front counts on it, and Prometheus is answered on it too, so no
+    lock), written out as prometheus_client's counter and histogram would write them."""
+
+    def __init__(self) -> None:
+        self._requests: dict[tuple[str, int], int] = {}
+        # Per backend: observations per bucket of `_DURATION_BUCKETS` and one past the last (+Inf), then their sum.
+        self._durations: dict[str, list[float]] = {}
+
+    def observe(self, backend: str, status: int, seconds: float) -> None:
+        """One request answered with `status` after `seconds`."""
+        key = (backend, status)
+        self._requests[key] = self._requests.get(key, 0) + 1
+        durations = self._durations.get(backend)
+        if durations is None:
+            durations = self._durations[backend] = [0.0] * (len(_DURATION_BUCKETS) + 2)
+        durations[bisect_left(_DURATION_BUCKETS, seconds)] += 1  # the first bound at or above: `le`
+        durations[-1] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("ollama_proxy_requests", "Requests answered, by backend and HTTP status.",
+                                       labels=["backend", "status"])
+        for (backend, status), answered in self._requests.items():
+            requests.add_metric([backend, str(status)], answered)
+        yield requests
+        durations = HistogramMetricFamily("ollama_proxy_request_duration_seconds",
+                                          "Time from request to the end of the response, by backend.",
+                                          labels=["backend"])
+        for backend, counts in self._durations.items():
+            cumulative, buckets = 0.0, []
+            for bound, count in zip(_BUCKET_NAMES, counts, strict=False):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            durations.add_metric([backend], buckets, sum_value=counts[-1])
+        yield durations
+
+
+_BUCKET_NAMES = (*map(floatToGoString, _DURATION_BUCKETS), "+Inf")
 
 
 class _StateCollector(Collector):
