@@ -210,9 +210,18 @@ def answer_header_pairs(upstream: Mapping[str, str] | None, request_id: str, rec
     own = reply_headers(request_id, record)
     if not upstream:
         return list(own.items())
-    pairs = forwardable_response_pairs(upstream.items(), {name.lower() for name in own})
+    names = tuple(own)
+    replaced = _LOWERED_NAMES.get(names)
+    if replaced is None:
+        replaced = _LOWERED_NAMES[names] = frozenset(name.lower() for name in names)
+    pairs = forwardable_response_pairs(upstream.items(), replaced)
     pairs += own.items()
     return pairs
+
+
+# The proxy's own header names in lower case, per set of them an answer carries: they come from a fixed
+# vocabulary, in a few combinations (routed or not, sized or not, a warning or not), so this stays small.
+_LOWERED_NAMES: dict[tuple[str, ...], frozenset[str]] = {}
 
 
 def refusal(exchange: Exchange, exc: OllamaProxyError) -> tuple[dict[str, str], dict[str, Any]]:
