@@ -9,6 +9,7 @@ line a backend sends.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # The longest line the translating relays accept: the official Ollama Go client's own limit, so a
@@ -58,9 +59,11 @@ class LastLine:
     out when that is what made it long (its metrics survive), else the start and end joined.
     """
 
-    __slots__ = ("_chunks", "_head", "_size", "chunks_seen", "ends_line")
+    __slots__ = ("_chunks", "_forward", "_head", "_size", "chunks_seen", "ends_line")
 
-    def __init__(self) -> None:
+    def __init__(self, forward: Callable[[bytes], bool] | None = None) -> None:
+        # Where each chunk goes on after it was seen (a piped stream's sink): one call per chunk, not two.
+        self._forward = forward
         self._chunks: list[bytes] = []
         self._size = 0
         self._head: bytes | None = None  # the start of the current line once it overflowed
@@ -68,22 +71,23 @@ class LastLine:
         # Whether the bytes so far end at a line boundary (an error line can follow directly).
         self.ends_line = True
 
-    def feed(self, chunk: bytes) -> None:
-        if not chunk:
-            return
-        self.chunks_seen += 1
-        # A new line starts here if the previous chunk ended one (a lone newline only ends it again),
-        # or somewhere inside this chunk if it holds a newline before its last byte.
-        if (self.ends_line and chunk != b"\n" and chunk != b"\r\n") or chunk.find(b"\n", 0, len(chunk) - 1) >= 0:
-            self._chunks = [chunk]
-            self._size = len(chunk)
-            self._head = None
-        else:
-            self._chunks.append(chunk)
-            self._size += len(chunk)
-        if self._size > TAIL_LIMIT:
-            self._compact()
-        self.ends_line = chunk[-1] == 0x0A
+    def feed(self, chunk: bytes) -> bool:
+        """Note `chunk`, then hand it to `forward` if there is one: what that returns (True without one)."""
+        if chunk:
+            self.chunks_seen += 1
+            # A new line starts here if the previous chunk ended one (a lone newline only ends it again),
+            # or somewhere inside this chunk if it holds a newline before its last byte.
+            if (self.ends_line and chunk != b"\n" and chunk != b"\r\n") or chunk.find(b"\n", 0, len(chunk) - 1) >= 0:
+                self._chunks = [chunk]
+                self._size = len(chunk)
+                self._head = None
+            else:
+                self._chunks.append(chunk)
+                self._size += len(chunk)
+            if self._size > TAIL_LIMIT:
+                self._compact()
+            self.ends_line = chunk[-1] == 0x0A
+        return self._forward is None or self._forward(chunk)
 
     def _compact(self) -> None:
         data = b"".join(self._chunks)

@@ -117,18 +117,12 @@ class _Relayed:
             yield failure
 
     async def pipe(self, sink: Sink) -> StreamFailure | None:
-        tail, first = LastLine(), self._first
+        tail, first = LastLine(forward=sink.write), self._first
         if first:
-            feed, write = tail.feed, sink.write
-
-            def deliver(data: bytes) -> bool:
-                feed(data)
-                return write(data)
-
-            if not deliver(first):
+            if not tail.feed(first):
                 await sink.drain()
             try:
-                await self._upstream.pipe(deliver, sink.drain)
+                await self._upstream.pipe(tail.feed, sink.drain)
             except UpstreamError as exc:
                 return self._broken(exc, tail)
         return self._ended(tail)

@@ -105,3 +105,14 @@ def test_line_splitter_joins_a_line_split_over_many_chunks() -> None:
     assert splitter.feed(b'"b"') == []
     assert splitter.feed(b'}\n{"c"') == [b'{"a":"b"}']
     assert splitter.flush() == [b'{"c"']
+
+
+def test_a_forwarding_tail_hands_on_every_chunk_and_what_its_receiver_says() -> None:
+    """A piped stream's tail: each chunk is noted, then passed on; the receiver's answer is the tail's."""
+    got: list[bytes] = []
+    tail = LastLine(forward=lambda chunk: got.append(chunk) is None and len(got) < 2)
+    assert tail.feed(b'{"a": 1}\n') is True
+    assert tail.feed(b'{"done": ') is False  # the receiver is full after its second chunk
+    assert tail.feed(b"true}\n") is False
+    assert got == [b'{"a": 1}\n', b'{"done": ', b"true}\n"]
+    assert tail.line() == b'{"done": true}' and tail.ends_line
