@@ -1,23 +1,25 @@
 """What the proxy adds: direct-to-simulator vs through-the-proxy, measured in the same run.
 
 Not a test. Runs one simulator in this process (instant: time_scale 0), starts nginx (as
-bench/instructions.py configures it), a plain aiohttp passthrough and one proxy per `server.engine` (aiohttp,
-fast) as separate processes, then measures each in turn every round so all see the same machine state, and
-reports medians:
+bench/instructions.py configures it), a plain aiohttp passthrough, with `--systems relay` a bare uvloop byte
+relay (`byte_relay.py`: the floor of any Python process in the path), and one proxy per `server.engine`
+(aiohttp, fast) as separate processes, then measures each in turn every round so all see the same machine
+state, and reports medians:
 
   - added p50/p99 latency per non-streamed request (sequential, keep-alive)
   - requests/s at concurrency 32, both ways
   - added time to first byte and added time per chunk on an unpaced streamed generate (relay throughput)
   - added per-chunk transit on a paced stream (`--chunk-gap-ms` between chunks): each line's arrival
     time less the `created_at` the simulator stamped when it wrote the line, median over the lines
-  - CPU time per request of each relay process (the proxies, nginx, the plain passthrough), from
+  - CPU time per request of each relay process (the proxies, nginx, the plain passthrough, the byte relay), from
     /proc/PID/task/*/schedstat (nanoseconds, every thread)
   - with `wrk` installed (Debian package `wrk`), the same latency and throughput from a C load
     generator, which does not compete with the servers for the two cores the way a Python client does
 
 Usage: python bench/proxy_overhead.py [--rounds 5] [--requests 400] [--route auto|passthrough] [--backends 2]
                                      [--chunk-gap-ms 10] [--paced-chunks 50]
-                                     [--engines aiohttp,fast] [--upstream-client raw|aiohttp] [--systems nginx,plain]
+                                     [--engines aiohttp,fast] [--upstream-client raw|aiohttp]
+                                     [--systems nginx,plain,relay]
                                      [--baseline-src PATH]
 """
 
@@ -169,6 +171,10 @@ def start_systems(args: argparse.Namespace, tmp: Path, sim_port: int) -> list[Sy
         systems.append(System("nginx", f"http://127.0.0.1:{port}", "/api/version", subprocess.Popen(
             [nginx, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log"),
              "-g", "daemon off; master_process off;"], **quiet)))  # type: ignore[call-overload]
+    if "relay" in args.systems:
+        port = free_port()
+        systems.append(System("byte relay", f"http://127.0.0.1:{port}", "/api/version", subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("byte_relay.py")), str(port), str(sim_port)], **quiet)))
     if "plain" in args.systems:
         port = free_port()
         systems.append(System("plain aiohttp", f"http://127.0.0.1:{port}", "/api/version", subprocess.Popen(
@@ -320,7 +326,8 @@ def main() -> None:
     parser.add_argument("--baseline-src", help="another checkout's src/ directory: its proxy (fast engine) is "
                         "measured alongside as `proxy fast @base`, a before and after in one run")
     parser.add_argument("--systems", default="nginx,plain", type=lambda s: [x.strip() for x in s.split(",") if x],
-                        help="the yardsticks run besides the proxies: nginx, plain (aiohttp passthrough)")
+                        help="the yardsticks run besides the proxies: nginx, plain (aiohttp passthrough), "
+                        "relay (bytes only)")
     args = parser.parse_args()
     medians = asyncio.run(run(args))
     print(f"route={args.route} backends={args.backends} upstream_client={args.upstream_client or 'default'} "
