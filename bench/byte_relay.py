@@ -39,9 +39,8 @@ class _Client(asyncio.Protocol):
         asyncio.get_running_loop().create_task(self._connect(self._client))
 
     async def _connect(self, client: asyncio.Transport) -> None:
-        upstream, _ = await asyncio.get_running_loop().create_connection(
+        self._upstream, _ = await asyncio.get_running_loop().create_connection(
             lambda: _Upstream(client), "127.0.0.1", self._upstream_port)
-        self._upstream = cast(asyncio.Transport, upstream)
         for data in self._early:
             self._upstream.write(data)
         self._early.clear()
