@@ -57,8 +57,7 @@ def new_request_id() -> str:
     and this runs on every request. An id names a request, it guards nothing: drawn from a generator
     seeded once from the system, not from a system call (`os.urandom`) per request."""
     # UUID-shaped: llama-cpp-python's server refuses any other X-Request-ID with an empty 400.
-    bits = _REQUEST_IDS.getrandbits(128) & _UUID_CLEARED | _UUID_VERSION_4
-    h = f"{bits:032x}"
+    h = (_REQUEST_IDS.getrandbits(128) & _UUID_CLEARED | _UUID_VERSION_4).to_bytes(16, "big").hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
