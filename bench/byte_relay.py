@@ -30,13 +30,11 @@ class _Upstream(asyncio.Protocol):
 class _Client(asyncio.Protocol):
     def __init__(self, upstream_port: int) -> None:
         self._upstream_port = upstream_port
-        self._client: asyncio.Transport | None = None
         self._upstream: asyncio.Transport | None = None
         self._early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._client = cast(asyncio.Transport, transport)
-        asyncio.get_running_loop().create_task(self._connect(self._client))
+        asyncio.get_running_loop().create_task(self._connect(cast(asyncio.Transport, transport)))
 
     async def _connect(self, client: asyncio.Transport) -> None:
         self._upstream, _ = await asyncio.get_running_loop().create_connection(

@@ -22,6 +22,7 @@ _WEBSOCKET = WEBSOCKET_PATH.encode()
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
+CHUNK_FORMAT = b"%x\r\n%b\r\n"  # a chunk of a chunked body: its length in hex, the bytes
 CHUNKED = b"Transfer-Encoding: chunked\r\n"
 JSON_TYPE = b"Content-Type: application/json\r\n"
 KEEP_ALIVE = b"Connection: keep-alive\r\n"
@@ -83,7 +84,7 @@ def head(status: int, lines: bytes, *, length: int | None, keep_alive: bool, dat
 
 
 def chunk(piece: bytes) -> bytes:
-    return b"%x\r\n%b\r\n" % (len(piece), piece)
+    return CHUNK_FORMAT % (len(piece), piece)
 
 
 def has_body(status: int, method: str) -> bool:

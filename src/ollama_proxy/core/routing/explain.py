@@ -40,7 +40,7 @@ WHY = {"latency": "faster", "power": "lower power", "load": "less busy", "therma
        "noise": "quieter", "priority": "higher priority", "residency": "model loaded",
        "context_fit": "loaded context fits", "health": "breaker closed"}
 
-_WHY_BY_ROW = tuple(WHY[name] for name in FACTORS)  # in `FACTORS` order
+_WHY_BY_FACTOR = tuple(WHY[name] for name in FACTORS)  # in `FACTORS` order
 _FAILOVER = "failover; "
 _MODE_TOKENS = {mode: f"mode-{mode.value}" for mode in EfficiencyMode}
 
@@ -92,8 +92,8 @@ def gains_detail(weights: Sequence[float], mine: Sequence[float], theirs: Sequen
     if best < 0:
         return f"best overall (best of {competitors})"
     if second < 0:
-        return f"{_WHY_BY_ROW[best]} (best of {competitors})"
-    return f"{_WHY_BY_ROW[best]}, {_WHY_BY_ROW[second]} (best of {competitors})"
+        return f"{_WHY_BY_FACTOR[best]} (best of {competitors})"
+    return f"{_WHY_BY_FACTOR[best]}, {_WHY_BY_FACTOR[second]} (best of {competitors})"
 
 
 def over_cap_warning(backend_id: str, power_w: float, mode: EfficiencyMode, cap_w: float) -> str:
